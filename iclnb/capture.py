@@ -1,0 +1,160 @@
+"""One forward pass that yields the requested residual-stream layers and, when asked, the per-token loss.
+
+Forward hooks on the decoder blocks copy only the requested layers (and positions) to float32. Without a loss the
+pass stops right after the deepest requested block, so the later blocks and the LM head never run. With a loss the
+LM head is applied in chunks of positions, so the full tokens x vocabulary logits never exist in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from iclnb.errors import IclnbError
+
+# Upper bound on the float32 logits held at once while computing the loss (elements): 2**25 = 128 MiB.
+LOGIT_CHUNK_ELEMENTS = 1 << 25
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the deepest requested block to end the forward pass early."""
+
+
+@dataclass
+class Capture:
+    """What one pass returns.
+
+    resid[k]: float32 (batch, kept positions, d) for each requested layer k (ints, 0-based, and/or "embed").
+    loss: float32 (batch, tokens-1): loss[b, t] = cross-entropy of token t+1 given tokens <= t; NaN where token t+1
+        is padding. None unless asked.
+    token_probs: float32 (batch, tokens, len(token_ids)) next-token probabilities of the given token ids, or None.
+    """
+
+    resid: dict = field(default_factory=dict)
+    loss: torch.Tensor | None = None
+    token_probs: torch.Tensor | None = None
+
+
+def _hidden_of(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+class CaptureMixin:
+    """``Model.run``: capture of chosen layers in one pass (mixed into ``iclnb.models.Model``)."""
+
+    def _as_batch(self, input_ids, attention_mask):
+        ids = torch.as_tensor(input_ids)
+        if ids.dim() == 1:
+            ids = ids[None]
+        if ids.dim() != 2:
+            raise IclnbError(f"input_ids must be 1-D or (batch, tokens), got shape {tuple(ids.shape)}")
+        if ids.shape[1] > self.max_positions:
+            raise IclnbError(
+                f"the input has {ids.shape[1]} tokens, more than the {self.max_positions} positions {self.name} supports; "
+                "use a shorter walk"
+            )
+        ids = ids.to(self.device, dtype=torch.long)
+        if attention_mask is not None:
+            attention_mask = torch.as_tensor(attention_mask)
+            if attention_mask.dim() == 1:
+                attention_mask = attention_mask[None]
+            if attention_mask.shape != ids.shape:
+                raise IclnbError(
+                    f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids {tuple(ids.shape)}"
+                )
+            attention_mask = attention_mask.to(self.device, dtype=torch.long)
+        return ids, attention_mask
+
+    def run(self, input_ids, layers=(), loss: bool = False, attention_mask=None, positions=None, token_ids=None):
+        """Run one forward pass and return a :class:`Capture`.
+
+        input_ids: 1-D or (batch, tokens). Sequences of different lengths go right-padded with ``attention_mask``.
+        layers: layer indices (see ``Model.resolve_layers``); ``"embed"`` is the input of block 0.
+        loss: also return the next-token cross-entropy per position.
+        positions: optional 1-D token indices to keep in ``resid`` (the same for every sequence of the batch).
+        token_ids: optional token ids whose next-token probabilities to return at every position.
+        """
+        ids, mask = self._as_batch(input_ids, attention_mask)
+        wanted = self.resolve_layers(layers) if layers is not None and layers != () else []
+        need_head = loss or token_ids is not None
+        keep = None if positions is None else torch.as_tensor(positions, dtype=torch.long)
+        ints = [k for k in wanted if k != "embed"]
+        deepest = max(ints) if ints else (-1 if wanted else None)
+        captured: dict = {}
+
+        def store(name, hidden):
+            if keep is not None:
+                hidden = hidden[:, keep.to(hidden.device)]
+            captured[name] = hidden.detach().to(torch.float32, copy=True)
+
+        def block_hook(index):
+            def hook(module, args, output):
+                store(index, _hidden_of(output))
+                if not need_head and index == deepest:
+                    raise _StopForward
+
+            return hook
+
+        def embed_hook(module, args, kwargs):
+            store("embed", args[0] if args else kwargs["hidden_states"])
+            if not need_head and deepest == -1:
+                raise _StopForward
+
+        handles = []
+        try:
+            if "embed" in wanted:
+                handles.append(self.blocks[0].register_forward_pre_hook(embed_hook, with_kwargs=True))
+            for k in ints:
+                handles.append(self.blocks[k].register_forward_hook(block_hook(k)))
+            if not wanted and not need_head:
+                return Capture()
+            with torch.inference_mode():
+                try:
+                    out = self.hf.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+                except _StopForward:
+                    out = None
+                result = Capture(resid={k: captured[k] for k in wanted})
+                if need_head:
+                    self._head_outputs(out.last_hidden_state, ids, mask, loss, token_ids, result)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return result
+
+    # ---- the LM head, in chunks -------------------------------------------------------------------------------
+    def _logits(self, hidden):
+        logits = self.hf.get_output_embeddings()(hidden).float()
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _head_outputs(self, hidden, ids, mask, want_loss, token_ids, result):
+        batch, tokens = ids.shape
+        vocab = self.hf.get_output_embeddings().weight.shape[0]
+        chunk = max(1, LOGIT_CHUNK_ELEMENTS // (batch * vocab))
+        losses = torch.full((batch, max(tokens - 1, 0)), float("nan"), dtype=torch.float32, device=ids.device)
+        select = None if token_ids is None else torch.as_tensor(token_ids, dtype=torch.long, device=ids.device)
+        probs = None if select is None else torch.empty((batch, tokens, len(select)), dtype=torch.float32, device=ids.device)
+        for start in range(0, tokens, chunk):
+            stop = min(tokens, start + chunk)
+            logits = self._logits(hidden[:, start:stop])
+            lse = torch.logsumexp(logits, dim=-1)
+            if select is not None:
+                probs[:, start:stop] = torch.exp(logits[..., select] - lse[..., None])
+            if want_loss:
+                last = min(stop, tokens - 1)
+                if last > start:
+                    targets = ids[:, start + 1 : last + 1]
+                    picked = logits[:, : last - start].gather(-1, targets[..., None])[..., 0]
+                    losses[:, start:last] = lse[:, : last - start] - picked
+        if want_loss:
+            if mask is not None:
+                valid = (mask[:, 1:] > 0) & (mask[:, :-1] > 0)
+                losses = losses.masked_fill(~valid, float("nan"))
+            result.loss = losses
+        if probs is not None:
+            if mask is not None:
+                probs = probs.masked_fill(~(mask > 0)[..., None], float("nan"))
+            result.token_probs = probs

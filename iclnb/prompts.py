@@ -1,0 +1,137 @@
+"""Walk -> token ids with an exact word-to-token-span map (SPEC section 1, Prompt encoding and Word representation).
+
+A walk is a list of words; the prompt is the words joined by single spaces. Every occurrence of a word, the first
+included, is encoded in its leading-space form (" apple"), so all occurrences of a word have the same token span.
+The model's BOS token comes first when its tokenizer adds one. Words may span several tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from iclnb.errors import IclnbError
+
+POOLS = ("last", "mean", "first")
+
+
+@dataclass
+class EncodedWalk:
+    """input_ids: 1-D token ids; spans: (n_words, 2) int array of [start, end) token ranges; bos: BOS prepended."""
+
+    input_ids: torch.Tensor
+    spans: np.ndarray
+    bos: bool
+    words: list
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def n_words(self) -> int:
+        return len(self.words)
+
+    def word_positions(self, pool: str = "last") -> np.ndarray:
+        """Token index per word: the last token of its span (predicts the next word) or the first."""
+        check_pool(pool)
+        if pool == "mean":
+            raise IclnbError("pool='mean' has no single position per word; use pool_words")
+        return self.spans[:, 1] - 1 if pool == "last" else self.spans[:, 0].copy()
+
+    def sink_words(self) -> np.ndarray:
+        """Boolean mask of the words whose span contains token position 0 (the attention sink)."""
+        return self.spans[:, 0] == 0
+
+
+def check_pool(pool: str) -> None:
+    if pool not in POOLS:
+        raise IclnbError(f"pool must be one of {', '.join(POOLS)}; got '{pool}'")
+
+
+def word_token_ids(tokenizer, word: str) -> list[int]:
+    """Token ids of a word in its leading-space form, with no special tokens."""
+    ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise IclnbError(f"the word '{word}' encodes to no tokens")
+    return list(ids)
+
+
+def tokenization_report(tokenizer, words) -> dict:
+    """Number of tokens of every distinct word (multi-token words are allowed; their spans get pooled)."""
+    return {word: len(word_token_ids(tokenizer, word)) for word in dict.fromkeys(words)}
+
+
+def first_token_ids(tokenizer, words) -> list[int]:
+    """First token of each word's leading-space form (for next-token probability mass on graph words)."""
+    firsts = [word_token_ids(tokenizer, w)[0] for w in words]
+    if len(set(firsts)) != len(firsts):
+        clashes = sorted({w for w, f in zip(words, firsts) if firsts.count(f) > 1})
+        raise IclnbError(f"the words {clashes} share their first token, so their next-token mass cannot be separated")
+    return firsts
+
+
+def encode_walk(tokenizer, words, max_tokens: int | None = None, add_bos: bool | None = None) -> EncodedWalk:
+    """Encode a walk (list of words) with an exact word-to-token-span map.
+
+    add_bos: prepend the tokenizer's BOS; default: exactly when the tokenizer itself adds one.
+    max_tokens: refuse (IclnbError) a walk longer than the model's context instead of truncating it.
+    """
+    from iclnb.models import adds_bos
+
+    words = [str(w) for w in words]
+    if not words:
+        raise IclnbError("the walk is empty")
+    bad = [w for w in words if not w or w != w.strip() or " " in w]
+    if bad:
+        raise IclnbError(f"words must be non-empty and contain no spaces; got {bad[:3]!r}")
+    if add_bos is None:
+        add_bos = adds_bos(tokenizer)
+    if add_bos and tokenizer.bos_token_id is None:
+        raise IclnbError("add_bos=True but the tokenizer has no BOS token")
+    pieces = {w: word_token_ids(tokenizer, w) for w in dict.fromkeys(words)}
+    lengths = np.fromiter((len(pieces[w]) for w in words), dtype=np.int64, count=len(words))
+    offset = 1 if add_bos else 0
+    ends = offset + np.cumsum(lengths)
+    spans = np.stack([ends - lengths, ends], axis=1)
+    total = int(ends[-1])
+    if max_tokens is not None and total > max_tokens:
+        per_word = total / len(words)
+        raise IclnbError(
+            f"the walk of {len(words)} words encodes to {total} tokens, more than the model's context of {max_tokens} "
+            f"tokens; use at most about {int((max_tokens - offset) / per_word)} words"
+        )
+    ids = ([tokenizer.bos_token_id] if add_bos else []) + [t for w in words for t in pieces[w]]
+    return EncodedWalk(torch.tensor(ids, dtype=torch.long), spans, bool(add_bos), words)
+
+
+def pool_words(resid: torch.Tensor, spans: np.ndarray, pool: str = "last") -> torch.Tensor:
+    """Word vectors from token vectors.
+
+    resid: (tokens, d) or (batch, tokens, d) for one encoding's full token range; returns (n_words, d) or
+    (batch, n_words, d): the last token of each span (default), the first, or the mean over the span.
+    """
+    check_pool(pool)
+    spans = np.asarray(spans)
+    if pool == "last":
+        return resid[..., torch.as_tensor(spans[:, 1] - 1), :]
+    if pool == "first":
+        return resid[..., torch.as_tensor(spans[:, 0]), :]
+    zero = torch.zeros_like(resid[..., :1, :])
+    cumulative = torch.cat([zero, resid.cumsum(dim=-2)], dim=-2)
+    starts, ends = torch.as_tensor(spans[:, 0]), torch.as_tensor(spans[:, 1])
+    sums = cumulative[..., ends, :] - cumulative[..., starts, :]
+    return sums / (ends - starts).to(resid.dtype)[:, None]
+
+
+def pad_batch(sequences, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D id tensors into (batch, max_len) ids and an attention mask (1 = real token)."""
+    sequences = [torch.as_tensor(s, dtype=torch.long) for s in sequences]
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return ids, mask

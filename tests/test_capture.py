@@ -1,0 +1,136 @@
+"""Model.run against plain Hugging Face forwards, for every supported decoder family.
+
+These tests fail if the layer index is off by one (block k output = HF hidden_states[k+1], the last one before the
+final norm), if the loss is shifted by a position, or if padding changes any value of a real token.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from iclnb.errors import IclnbError
+from tests.tiny_models import FAMILIES, VOCAB, tiny_model
+
+
+def _ids(length, seed=0, batch=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB, (batch, length), generator=g)
+
+
+def _reference(model, ids, mask=None):
+    with torch.no_grad():
+        return model.hf(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layers_match_hf_hidden_states(family):
+    model, final_norm = tiny_model(family)
+    ids = _ids(20)
+    ref = _reference(model, ids)
+    cap = model.run(ids, layers=["embed", *range(model.n_layers)])
+    torch.testing.assert_close(cap.resid["embed"], ref.hidden_states[0].float())
+    for k in range(model.n_layers - 1):
+        torch.testing.assert_close(cap.resid[k], ref.hidden_states[k + 1].float())
+        # layers are really different from their neighbours, so an off-by-one would be caught
+        assert (cap.resid[k] - ref.hidden_states[k + 2]).abs().max() > 1e-3
+    last = model.n_layers - 1
+    with torch.no_grad():
+        torch.testing.assert_close(final_norm(cap.resid[last]), ref.hidden_states[last + 1].float())
+    assert (cap.resid[last] - ref.hidden_states[last + 1]).abs().max() > 1e-3  # pre-final-norm, not HF's last
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_loss_and_token_probs_match_logits(family):
+    model, _ = tiny_model(family)
+    ids = _ids(30, seed=1)
+    ref = _reference(model, ids)
+    logits = ref.logits[0].float()
+    expected = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="none")
+    watch = [5, 17, 60]
+    cap = model.run(ids, loss=True, token_ids=watch)
+    torch.testing.assert_close(cap.loss[0], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cap.token_probs[0], logits.softmax(-1)[:, watch], rtol=1e-5, atol=1e-6)
+
+
+def test_loss_is_chunked_without_changing_values(monkeypatch):
+    model, _ = tiny_model("llama")
+    ids = _ids(40, seed=2, batch=2)
+    whole = model.run(ids, loss=True)
+    import iclnb.capture
+
+    monkeypatch.setattr(iclnb.capture, "LOGIT_CHUNK_ELEMENTS", 3 * 2 * VOCAB)  # 3 positions per chunk
+    chunked = model.run(ids, loss=True)
+    torch.testing.assert_close(chunked.loss, whole.loss)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3", "gpt_neox"])
+def test_padding_gives_the_same_values_as_separate_runs(family):
+    model, _ = tiny_model(family)
+    a, b = _ids(25, seed=3)[0], _ids(14, seed=4)[0]
+    from iclnb.prompts import pad_batch
+
+    ids, mask = pad_batch([a, b])
+    both = model.run(ids, layers=[0, 2, 3], loss=True, attention_mask=mask)
+    for row, seq in enumerate([a, b]):
+        alone = model.run(seq, layers=[0, 2, 3], loss=True)
+        n = len(seq)
+        for k in (0, 2, 3):
+            torch.testing.assert_close(both.resid[k][row, :n], alone.resid[k][0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(both.loss[row, : n - 1], alone.loss[0], rtol=1e-4, atol=1e-5)
+        assert torch.isnan(both.loss[row, n - 1 :]).all()
+
+
+def test_early_stop_skips_later_blocks():
+    model, _ = tiny_model("llama")
+    calls = []
+    handles = [b.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, b in enumerate(model.blocks)]
+    try:
+        ids = _ids(12)
+        cap = model.run(ids, layers=[1])
+        assert calls == [0, 1]
+        calls.clear()
+        full = model.run(ids, layers=[1], loss=True)
+        assert calls == [0, 1, 2, 3]
+        torch.testing.assert_close(cap.resid[1], full.resid[1])
+        calls.clear()
+        model.run(ids, layers=["embed"])
+        assert calls == []
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def test_positions_keep_only_the_requested_tokens():
+    model, _ = tiny_model("qwen2")
+    ids = _ids(16)
+    keep = [0, 3, 15]
+    cap = model.run(ids, layers=[2], positions=keep)
+    full = model.run(ids, layers=[2])
+    torch.testing.assert_close(cap.resid[2], full.resid[2][:, keep])
+
+
+def test_layer_resolution_and_errors():
+    model, _ = tiny_model("gpt2")
+    assert model.resolve_layers("all") == [0, 1, 2, 3]
+    assert model.resolve_layers([-1, "embed", 0]) == ["embed", 0, 3]
+    assert model.resolve_layers("0, -2") == [0, 2]
+    assert model.resolve_layers("default") == [0, 1, 2, 3]
+    cap = model.run(_ids(5), layers=[-1])
+    assert list(cap.resid) == [3]
+    for bad in (4, -5, "x", [0, 9]):
+        with pytest.raises(IclnbError, match="out of range|not an integer"):
+            model.resolve_layers(bad)
+
+
+def test_capture_is_float32_for_half_precision_models():
+    model, _ = tiny_model("llama")
+    model.hf.to(torch.bfloat16)
+    cap = model.run(_ids(10), layers=[0, 3], loss=True)
+    assert cap.resid[0].dtype == torch.float32 and cap.loss.dtype == torch.float32
+    assert torch.isfinite(cap.loss).all()
+
+
+def test_too_long_input_is_refused():
+    model, _ = tiny_model("gpt2")
+    with pytest.raises(IclnbError, match="more than the 256 positions"):
+        model.run(_ids(300), layers=[0])
