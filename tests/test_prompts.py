@@ -18,7 +18,7 @@ def _tokenizer(with_bos: bool) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<bos>", "<pad>"],
+    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=["<bos>", "<pad>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS, trainer)
     if with_bos:
@@ -90,6 +90,7 @@ def test_word_vector_is_causal_and_aligned():
     model, _ = tiny_model("llama")
     with torch.no_grad():
         model.hf.resize_token_embeddings(len(tok))
+        model.hf.get_input_embeddings().weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
     base = ["apple", "bird", "car", "egg", "house"]
     def vectors(words):
         enc = encode_walk(tok, words)
