@@ -134,3 +134,32 @@ def test_too_long_input_is_refused():
     model, _ = tiny_model("gpt2")
     with pytest.raises(IclnbError, match="more than the 256 positions"):
         model.run(_ids(300), layers=[0])
+
+
+def test_word_states_do_not_depend_on_batch_size():
+    from tests.test_prompts import _tokenizer
+    from iclnb.represent import represent_walks
+
+    tok = _tokenizer(False)
+    model, _ = tiny_model("gpt2", tokenizer=tok)
+    with torch.no_grad():
+        model.hf.resize_token_embeddings(len(tok))
+        model.hf.get_input_embeddings().weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
+    rng = np.random.default_rng(0)
+    vocab = ["apple", "bird", "car", "zyxwv", "egg", "house"]
+    walks = [[vocab[i] for i in rng.integers(0, 6, n)] for n in (5, 12, 9, 3, 7)]
+    one = represent_walks(model, walks, layers=[0, 3], loss=True, token_ids=[5, 6], batch_size=1)
+    many = represent_walks(model, walks, layers=[0, 3], loss=True, token_ids=[5, 6], batch_size=3)
+    for a, b in zip(one, many):
+        assert a.words == b.words
+        for k in (0, 3):
+            np.testing.assert_allclose(a.reps[k], b.reps[k], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a.word_loss, b.word_loss, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a.token_probs, b.token_probs, rtol=1e-4, atol=1e-6)
+    # word loss = sum of the losses of the word's own tokens; the first word (holding token 0) has none
+    first = one[1]
+    cap = model.run(first.encoding.input_ids, loss=True)
+    token_loss = cap.loss[0].numpy()
+    assert np.isnan(first.word_loss[0])
+    for i, (s, e) in enumerate(first.encoding.spans[1:], start=1):
+        np.testing.assert_allclose(first.word_loss[i], token_loss[s - 1 : e - 1].sum(), rtol=1e-5)
