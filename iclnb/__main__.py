@@ -1,0 +1,7 @@
+"""``python -m iclnb`` = the ``iclnb`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
