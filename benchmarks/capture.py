@@ -4,6 +4,7 @@ Both run on the same input in the same process, interleaved, and the median of s
 The bare forward is ``model.hf(input_ids)`` (it computes the full logits and nothing else).
 
     python benchmarks/capture.py [--model gemma-3-270m] [--tokens 1024] [--repeats 5]
+    python benchmarks/capture.py --random-init llama-3-8b --device cuda     # real 8B shapes, random weights
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 
 import torch
 
-from iclnb.models import load_model
+from iclnb.models import load_model, random_init_model
 
 
 def main(argv=None) -> dict:
@@ -25,8 +26,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
+    parser.add_argument("--random-init", default=None, metavar="SHAPES",
+                        help="measure a random-init model of these shapes (e.g. llama-3-8b) instead of --model")
     args = parser.parse_args(argv)
-    model = load_model(args.model, dtype=args.dtype, device=args.device)
+    if args.random_init:
+        model = random_init_model(args.random_init, dtype=args.dtype, device=args.device)
+        args.model = model.name
+    else:
+        model = load_model(args.model, dtype=args.dtype, device=args.device)
     vocab = model.hf.get_input_embeddings().weight.shape[0]
     ids = torch.randint(10, vocab, (1, args.tokens), generator=torch.Generator().manual_seed(0)).to(model.device)
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
@@ -63,6 +70,8 @@ def main(argv=None) -> dict:
     print(f"bare forward            {med['bare']:.3f} s")
     print(f"run(all layers, loss)   {med['capture']:.3f} s   ratio {report['ratio_capture_over_bare']:.3f}")
     print(f"run(all layers)         {med['capture_no_loss']:.3f} s   ratio {report['ratio_no_loss_over_bare']:.3f}")
+    if model.device.type == "cuda":
+        report["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     print(json.dumps(report))
     return report
 

@@ -231,6 +231,33 @@ def load_model(
     return Model(hf, tokenizer, name=name, source=source)
 
 
+# Real shapes for speed and memory measurements on machines without the weights (random init, nothing downloaded).
+RANDOM_INIT_SHAPES = {
+    "llama-3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
+                       bos_token_id=128000, eos_token_id=128001),
+    "tiny-llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=1000, max_position_embeddings=2048),
+}
+
+
+def random_init_model(shapes: str = "llama-3-8b", dtype=None, device: str | None = None, seed: int = 0) -> "Model":
+    """A Llama-architecture model with real shapes and random weights, built directly on ``device``.
+
+    For measuring speed and memory where no weights exist; it has no tokenizer, so feed it token ids.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if shapes not in RANDOM_INIT_SHAPES:
+        raise IclnbError(f"unknown shapes '{shapes}'; known: {', '.join(RANDOM_INIT_SHAPES)}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = _parse_dtype(dtype) or default_dtype(device)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        hf = LlamaForCausalLM(LlamaConfig(**RANDOM_INIT_SHAPES[shapes])).to(torch_dtype).eval()
+    return Model(hf, None, name=f"random-init {shapes}", source={"random_init": shapes, "seed": seed})
+
+
 def _find_blocks(hf) -> torch.nn.ModuleList:
     """The decoder blocks: the ModuleList whose length is the configured number of layers."""
     config = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
@@ -322,6 +349,10 @@ class Model(CaptureMixin):
     # ---- provenance -------------------------------------------------------------------------------------------
     def provenance(self) -> dict:
         tok = self.tokenizer
+        if tok is None:
+            return {"name": self.name, "class": type(self.hf).__name__, "source": self.source,
+                    "n_layers": self.n_layers, "d_model": self.d_model, "dtype": str(self.dtype).replace("torch.", ""),
+                    "device": str(self.device), "tokenizer": None}
         return {
             "name": self.name,
             "class": type(self.hf).__name__,
