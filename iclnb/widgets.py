@@ -1,0 +1,104 @@
+"""ipywidgets explorers for JupyterLab.
+
+``pca_explorer``: sliders for layer and context point and a toggle for including the attention sink redraw a PCA
+scatter of node means with the graph's edges (a plotly ``FigureWidget`` when plotly's widget backend ``anywidget`` is
+installed, else the figure redrawn into an ``ipywidgets.Output``). In a headless kernel (papermill, nbval,
+``nbconvert --execute``), where no frontend draws widgets, it returns a static figure of the starting view instead.
+``ICLNB_WIDGETS=1`` forces the widget, ``ICLNB_WIDGETS=0`` the static figure.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+__all__ = ["interactive_frontend", "pca_explorer"]
+
+
+def interactive_frontend() -> bool:
+    """Whether widgets can be drawn: an IPython kernel that is not run headless (see ``iclnb.progress``)."""
+    forced = os.environ.get("ICLNB_WIDGETS", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    from iclnb.progress import _headless_kernel
+
+    return "ipykernel" in sys.modules and not _headless_kernel()
+
+
+def _static(coords, graph, title):
+    import plotly.graph_objects as go
+
+    from iclnb.figures_park import pca_scatter_traces
+
+    fig = go.Figure(pca_scatter_traces(coords, graph))
+    fig.update_layout(title=title, template="plotly_white", width=600, height=550,
+                      xaxis_title="PC1", yaxis_title="PC2")
+    return fig
+
+
+def pca_explorer(coords: dict, graph, layers, contexts, layer=None, context=None, interactive: bool | None = None):
+    """Explore PCA scatters of node means.
+
+    coords: ``{(sink_included: bool, layer, context_tokens): (n, 2) array}`` of PCs 1-2 per view.
+    layers, contexts: the slider values. layer, context: the starting view (default: last of each).
+    interactive: None = :func:`interactive_frontend`. Returns an ``ipywidgets.VBox`` (sliders + the figure; its
+    ``.figure`` attribute is the figure currently shown) or, headless, a static ``plotly.graph_objects.Figure`` of
+    the starting view.
+    """
+    layers, contexts = list(layers), [int(c) for c in contexts]
+    layer = layers[-1] if layer is None else layer
+    context = contexts[-1] if context is None else int(context)
+
+    def title(sink, k, t):
+        return f"PCA of node means: layer {k}, {t} tokens, sink {'included' if sink else 'excluded'}"
+
+    if interactive is None:
+        interactive = interactive_frontend()
+    if not interactive:
+        return _static(coords[(False, layer, context)], graph, title(False, layer, context))
+
+    import ipywidgets as W
+    import plotly.graph_objects as go
+    from IPython.display import display
+
+    layer_slider = W.SelectionSlider(options=layers, value=layer, description="layer",
+                                     continuous_update=False)
+    context_slider = W.SelectionSlider(options=contexts, value=context, description="context (tokens)",
+                                       continuous_update=False, style={"description_width": "initial"})
+    sink_toggle = W.ToggleButton(value=False, description="include sink")
+    start = _static(coords[(False, layer, context)], graph, title(False, layer, context))
+    try:
+        fig = go.FigureWidget(start)
+        view = fig
+    except ImportError:  # plotly's FigureWidget needs anywidget; redraw a plain figure into an Output instead
+        fig, view = None, W.Output()
+    box = W.VBox([W.HBox([layer_slider, context_slider, sink_toggle]), view])
+    box.figure = fig if fig is not None else start
+
+    def redraw(_=None):
+        key = (bool(sink_toggle.value), layer_slider.value, context_slider.value)
+        xy = np.asarray(coords[key], dtype=float)
+        if fig is None:
+            box.figure = _static(xy, graph, title(*key))
+            view.clear_output(wait=True)
+            with view:
+                display(box.figure)
+            return
+        edges, nodes = fig.data[0], fig.data[1]
+        ex, ey = [], []
+        for i, j in graph.edges():
+            if np.isfinite(xy[[i, j]]).all():
+                ex += [xy[i, 0], xy[j, 0], None]
+                ey += [xy[i, 1], xy[j, 1], None]
+        with fig.batch_update():
+            edges.x, edges.y = ex, ey
+            nodes.x, nodes.y = xy[:, 0], xy[:, 1]
+            fig.layout.title.text = title(*key)
+
+    for w in (layer_slider, context_slider, sink_toggle):
+        w.observe(redraw, names="value")
+    if fig is None:
+        redraw()
+    return box
