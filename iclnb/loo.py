@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from iclnb.capture import Capture, _hidden_of
+from iclnb.capture import Capture, _StopForward, _hidden_of
 from iclnb.errors import IclnbError
 from iclnb.prompts import EncodedWalk, encode_walk
 from iclnb.represent import word_losses
@@ -43,10 +43,6 @@ from iclnb.represent import word_losses
 METRICS = ("cross", "within", "ratio", "energy")
 #: Suffix tokens per batch of leave-one-out variants (CPU; on CUDA 8x more).
 DEFAULT_BATCH_TOKENS = 2048
-
-
-class _StopForward(Exception):
-    pass
 
 
 # ---------------------------------------------------------------------------------------------------- encoders

@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 from scipy import stats as _sps
 
+from iclnb.arrays import as_float_array
 from iclnb.errors import IclnbError
 
 __all__ = ["bootstrap_ci", "paired_log_ratio", "permutation_pvalue", "fdr"]
@@ -34,18 +35,6 @@ def _generator(rng) -> np.random.Generator:
     if rng is None or isinstance(rng, (int, np.integer)):
         return np.random.default_rng(rng)
     raise IclnbError(f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}")
-
-
-def _as_float(x, name: str) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu()
-        if getattr(x, "is_floating_point", lambda: False)():
-            x = x.double()
-        x = x.numpy()
-    try:
-        return np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise IclnbError(f"{name} must be a numeric array, got {type(x).__name__}: {exc}") from None
 
 
 def _check_confidence(confidence: float) -> float:
@@ -79,7 +68,7 @@ def bootstrap_ci(
     Returns ``(estimate, low, high)``, each of the input's shape without ``axis`` (floats for 1-D input); the
     estimate is ``statistic`` of the finite samples.
     """
-    x = _as_float(samples, "samples")
+    x = as_float_array(samples, "samples")
     if x.ndim == 0:
         raise IclnbError("samples must have at least one axis to resample over")
     conf = _check_confidence(confidence)
@@ -129,8 +118,8 @@ def paired_log_ratio(a, b, *, axis: int = 0, rng=None, confidence: float = 0.95,
     Returns a dict: ``mean_log_ratio``, ``ci_low``, ``ci_high`` (bootstrap over pairs, see ``bootstrap_ci``),
     ``ratio`` = exp(mean_log_ratio) (the geometric-mean ratio), ``n`` (pairs used) and ``n_dropped``.
     """
-    x = _as_float(a, "a")
-    y = _as_float(b, "b")
+    x = as_float_array(a, "a")
+    y = as_float_array(b, "b")
     if x.shape != y.shape:
         raise IclnbError(f"a and b must be paired (the same shape), got {x.shape} and {y.shape}")
     if x.ndim == 0:
@@ -160,8 +149,8 @@ def permutation_pvalue(observed, null, *, alternative: str = "two-sided"):
     1e-12 for rounding). Vectorised over the remaining axes, which must match ``observed``'s shape; NaN draws are
     ignored per column; NaN observed values give NaN.
     """
-    obs = _as_float(observed, "observed")
-    nul = _as_float(null, "null")
+    obs = as_float_array(observed, "observed")
+    nul = as_float_array(null, "null")
     if nul.ndim != obs.ndim + 1 or nul.shape[1:] != obs.shape:
         raise IclnbError(f"null must have shape (n_draws, *observed.shape) = (n, *{obs.shape}), got {nul.shape}")
     if alternative == "two-sided":
@@ -187,7 +176,7 @@ def fdr(pvalues, *, method: str = "bh"):
     Wraps ``scipy.stats.false_discovery_control`` ("bh": Benjamini-Hochberg; "by": Benjamini-Yekutieli). NaN entries
     are left out of the adjustment and come back as NaN.
     """
-    p = _as_float(pvalues, "pvalues")
+    p = as_float_array(pvalues, "pvalues")
     q = np.full(p.shape, np.nan)
     ok = np.isfinite(p)
     if ok.any():

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from iclnb.errors import IclnbError
-from iclnb.metrics.structure import _to_numpy
+from iclnb.arrays import as_float_array as _to_numpy
 from iclnb.stats import _check_confidence, _generator, fdr, permutation_pvalue
 
 __all__ = ["css", "css_by_node", "css_summary"]
