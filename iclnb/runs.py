@@ -470,12 +470,27 @@ def _differences(old: dict, new: dict) -> list[str]:
     return out
 
 
+def holds_work(output_dir) -> bool:
+    """Whether a results directory holds finished work: results.json, or a checkpoint with at least one unit."""
+    directory = Path(output_dir)
+    if (directory / RESULTS_NAME).exists():
+        return True
+    for path in directory.glob("checkpoint_*.json"):
+        try:
+            if read_json(path).get("items"):
+                return True
+        except (OSError, ValueError, AttributeError):
+            return True  # unreadable: keep it rather than risk losing work
+    return False
+
+
 def check_resumable(output_dir, experiment: str, params: dict, only_shared: bool = False) -> None:
     """Raise IclnbError if ``output_dir`` holds a run of another experiment or with different parameters
-    (``only_shared``: compare only the parameters present on both sides)."""
+    (``only_shared``: compare only the parameters present on both sides). A run that stopped before finishing any
+    work (bad input, say) holds nothing to resume, so another run may start over there."""
     directory = Path(output_dir)
     cfg_path = directory / CONFIG_NAME
-    if not cfg_path.exists():
+    if not cfg_path.exists() or not holds_work(directory):
         return
     old = read_json(cfg_path)
     diffs = []
@@ -531,7 +546,7 @@ class Run:
             check_resumable(directory, experiment, params)
             cfg_path = directory / CONFIG_NAME
             prov = provenance()
-            if cfg_path.exists():
+            if cfg_path.exists() and holds_work(directory):
                 config = read_json(cfg_path)
                 old = config.get("provenance") or {}
                 prov["started"] = old.get("started") or _now()

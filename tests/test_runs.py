@@ -159,6 +159,19 @@ def test_different_params_refused_same_params_resume(tmp_path):
     assert not (out / ".lock").exists()
 
 
+def test_a_run_that_did_no_work_can_be_started_over(tmp_path):
+    """Bad input stops a run before any work: the next run, with corrected parameters, may use the directory."""
+    out = tmp_path / "run"
+    Run.open(out, "demo", {"layers": "0,40"}).close()
+    run = Run.open(out, "demo", {"layers": "0,5"})
+    assert run.config["params"]["layers"] == "0,5"
+    store = run.checkpoint("units", every_s=0)
+    store["0"] = 1.5  # now it holds work, which a different run must not take over
+    run.close()
+    with pytest.raises(IclnbError, match="different parameters"):
+        Run.open(out, "demo", {"layers": "all"})
+
+
 def test_same_process_reacquires_its_lock(tmp_path):
     first = Run.open(tmp_path / "run", "demo", {"n": 1})
     second = Run.open(tmp_path / "run", "demo", {"n": 1})  # a JupyterLab kernel rerunning the notebook
