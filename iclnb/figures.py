@@ -47,19 +47,27 @@ def graph_figure(graph, labeling: str | None = "cluster", positions=None, title:
     return fig
 
 
+def ci_band(x, low, high, color: str, name: str, showlegend: bool = False, alpha: float = 0.2) -> go.Scatter:
+    """The shaded interval between ``low`` and ``high`` as one trace (missing values leave gaps)."""
+    x = list(np.asarray(x, dtype=float)) if not isinstance(x, list) else x
+    low = [None if v is None or not np.isfinite(v) else float(v) for v in np.asarray(low, dtype=float)]
+    high = [None if v is None or not np.isfinite(v) else float(v) for v in np.asarray(high, dtype=float)]
+    return go.Scatter(x=x + x[::-1], y=high + low[::-1], fill="toself", fillcolor=rgba(color, alpha),
+                      line=dict(width=0), hoverinfo="skip", name=f"{name} 95% CI", legendgroup=name,
+                      showlegend=showlegend)
+
+
 def band(fig, x, mean, low, high, name: str, color: str, row=None, col=None, showlegend=True, marker=None):
-    """A line with a shaded interval; adds three traces to ``fig``."""
+    """A line with its shaded interval; adds two traces to ``fig``."""
     x = list(x)
     kw = {} if row is None else dict(row=row, col=col)
-    fill = color.replace("rgb", "rgba").replace(")", ",0.2)") if color.startswith("rgb") else _rgba(color, 0.2)
-    fig.add_trace(go.Scatter(x=x + x[::-1], y=list(high) + list(low)[::-1], fill="toself", fillcolor=fill,
-                             line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=name), **kw)
+    fig.add_trace(ci_band(x, low, high, color, name), **kw)
     fig.add_trace(go.Scatter(x=x, y=list(mean), mode="lines+markers" if marker else "lines", name=name,
                              line=dict(color=color), marker=marker, legendgroup=name, showlegend=showlegend), **kw)
     return fig
 
 
-def _rgba(hex_color: str, alpha: float) -> str:
+def rgba(hex_color: str, alpha: float) -> str:
     h = hex_color.lstrip("#")
     r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},{alpha})"

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from iclnb.figures import PALETTE as _PALETTE
+from iclnb.figures import ci_band
+
 COLORS = {"semantic": "#1f77b4", "unrelated": "#ff7f0e", "bridge": "#d62728", "anchor": "#2ca02c"}
-_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-            "#17becf"]
 
 
 def _band(fig, x, low, high, color, name, row=None, col=None, showlegend=False):
-    import plotly.graph_objects as go
-
-    x = list(x)
-    trace = go.Scatter(x=x + x[::-1], y=list(high) + list(low)[::-1], fill="toself", fillcolor=color, opacity=0.2,
-                       line=dict(width=0), hoverinfo="skip", name=name, legendgroup=name, showlegend=showlegend)
+    trace = ci_band(list(x), low, high, color, name, showlegend=showlegend)
     fig.add_trace(trace, row=row, col=col) if row is not None else fig.add_trace(trace)
 
 

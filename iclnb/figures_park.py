@@ -14,27 +14,18 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from iclnb.figures import ci_band
+
 __all__ = ["accuracy_figure", "geometry_heatmap", "geometry_curves", "pca_scatter_traces", "pca_grid"]
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
 
 def _band(x, low, high, color, name, row=None, col=None, fig=None, showlegend=False):
-    x = list(np.asarray(x, dtype=float))
-    lo = [None if v is None else v for v in np.asarray(low, dtype=float)]
-    hi = [None if v is None else v for v in np.asarray(high, dtype=float)]
-    trace = go.Scatter(x=x + x[::-1], y=hi + lo[::-1], fill="toself", fillcolor=_rgba(color, 0.18),
-                       line=dict(width=0), hoverinfo="skip", name=f"{name} 95% CI", showlegend=showlegend,
-                       legendgroup=name)
+    trace = ci_band(list(np.asarray(x, dtype=float)), low, high, color, name, showlegend=showlegend, alpha=0.18)
     if fig is not None:
         fig.add_trace(trace, row=row, col=col)
     return trace
-
-
-def _rgba(hex_color: str, alpha: float) -> str:
-    h = hex_color.lstrip("#")
-    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
-    return f"rgba({r},{g},{b},{alpha})"
 
 
 def accuracy_figure(acc: dict) -> go.Figure:
