@@ -7,6 +7,7 @@ LM head is applied in chunks of positions, so the full tokens x vocabulary logit
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +40,42 @@ class Capture:
 
 def _hidden_of(output):
     return output[0] if isinstance(output, (tuple, list)) else output
+
+
+@contextmanager
+def layer_hooks(blocks, layers, on_layer, stop_early: bool):
+    """Forward hooks that hand each requested layer's residual stream to ``on_layer(k, hidden)``.
+
+    layers: canonical indices (ints and/or "embed", the input of block 0). With ``stop_early`` the hook of the
+    deepest one raises ``_StopForward`` (the caller catches it), so later blocks never run. The hooks are always
+    removed on exit.
+    """
+    ints = [k for k in layers if k != "embed"]
+    deepest = max(ints) if ints else -1
+
+    def block_hook(index):
+        def hook(module, args, output):
+            on_layer(index, _hidden_of(output))
+            if stop_early and index == deepest:
+                raise _StopForward
+
+        return hook
+
+    def embed_hook(module, args, kwargs):
+        on_layer("embed", args[0] if args else kwargs["hidden_states"])
+        if stop_early and deepest == -1:
+            raise _StopForward
+
+    handles = []
+    try:
+        if "embed" in layers:
+            handles.append(blocks[0].register_forward_pre_hook(embed_hook, with_kwargs=True))
+        for k in ints:
+            handles.append(blocks[k].register_forward_hook(block_hook(k)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class CaptureMixin:
@@ -80,8 +117,6 @@ class CaptureMixin:
         wanted = self.resolve_layers(layers) if layers is not None and layers != () else []
         need_head = loss or token_ids is not None
         keep = None if positions is None else torch.as_tensor(positions, dtype=torch.long)
-        ints = [k for k in wanted if k != "embed"]
-        deepest = max(ints) if ints else (-1 if wanted else None)
         captured: dict = {}
 
         def store(name, hidden):
@@ -89,38 +124,16 @@ class CaptureMixin:
                 hidden = hidden[:, keep.to(hidden.device)]
             captured[name] = hidden.detach().to(torch.float32, copy=True)
 
-        def block_hook(index):
-            def hook(module, args, output):
-                store(index, _hidden_of(output))
-                if not need_head and index == deepest:
-                    raise _StopForward
-
-            return hook
-
-        def embed_hook(module, args, kwargs):
-            store("embed", args[0] if args else kwargs["hidden_states"])
-            if not need_head and deepest == -1:
-                raise _StopForward
-
-        handles = []
-        try:
-            if "embed" in wanted:
-                handles.append(self.blocks[0].register_forward_pre_hook(embed_hook, with_kwargs=True))
-            for k in ints:
-                handles.append(self.blocks[k].register_forward_hook(block_hook(k)))
-            if not wanted and not need_head:
-                return Capture()
-            with torch.inference_mode():
-                try:
-                    out = self.hf.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-                except _StopForward:
-                    out = None
-                result = Capture(resid={k: captured[k] for k in wanted})
-                if need_head:
-                    self._head_outputs(out.last_hidden_state, ids, mask, loss, token_ids, result)
-        finally:
-            for handle in handles:
-                handle.remove()
+        if not wanted and not need_head:
+            return Capture()
+        with layer_hooks(self.blocks, wanted, store, stop_early=not need_head), torch.inference_mode():
+            try:
+                out = self.hf.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except _StopForward:
+                out = None
+            result = Capture(resid={k: captured[k] for k in wanted})
+            if need_head:
+                self._head_outputs(out.last_hidden_state, ids, mask, loss, token_ids, result)
         return result
 
     # ---- the LM head, in chunks -------------------------------------------------------------------------------

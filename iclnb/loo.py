@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from iclnb.capture import Capture, _StopForward, _hidden_of
+from iclnb.capture import Capture, _StopForward, layer_hooks
 from iclnb.errors import IclnbError
 from iclnb.prompts import EncodedWalk, encode_walk
 from iclnb.represent import word_losses
@@ -246,30 +246,12 @@ class LooEngine:
         return {kind: _build_mask(*args, w, dtype, device) for kind, w in self._kinds.items()}
 
     def _forward(self, ids, position_ids, mask, cache, layers, on_layer, need_head):
-        from iclnb.models import Model  # noqa: F401  (documentation: self.model is an iclnb Model)
-
-        deepest = max(layers)
-        handles = []
-
-        def hook(k):
-            def fn(module, args, output):
-                on_layer(k, _hidden_of(output))
-                if not need_head and k == deepest:
-                    raise _StopForward
-            return fn
-
-        try:
-            for k in layers:
-                handles.append(self.model.blocks[k].register_forward_hook(hook(k)))
-            with torch.inference_mode():
-                try:
-                    return self.model.hf.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
-                                                    use_cache=True, **{self._cache_kw: cache})
-                except _StopForward:
-                    return None
-        finally:
-            for h in handles:
-                h.remove()
+        with layer_hooks(self.model.blocks, layers, on_layer, stop_early=not need_head), torch.inference_mode():
+            try:
+                return self.model.hf.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                                                use_cache=True, **{self._cache_kw: cache})
+            except _StopForward:
+                return None
 
     # -- one context
     def trial(self, words, nodes, n_nodes: int, cross_pairs, within_pairs, layers, positions=None,
