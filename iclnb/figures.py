@@ -86,7 +86,7 @@ def css_by_position_figure(tables: dict, metric: str, bridge_fraction: np.ndarra
              row=row, col=1, showlegend=row == 1, marker=marker)
         fig.add_hline(y=0, line=dict(color="#999", width=1, dash="dot"), row=row, col=1)
     fig.update_xaxes(title_text="word position", row=len(keys), col=1)
-    fig.update_layout(height=max(300, 220 * len(keys)), template="plotly_white",
+    fig.update_layout(height=max(300, 220 * len(keys)), template="plotly_white", showlegend=False,
                       title=f"CSS of word loss against {metric}, by position (95% bootstrap CI over contexts)")
     return fig
 
