@@ -285,13 +285,21 @@ def _circle(angles_index: np.ndarray, n: int) -> np.ndarray:
     return np.stack([np.cos(a), np.sin(a)], axis=1)
 
 
+N_RING_NULL = 20  # random ring orders: the null for "this PC pair carries that ring"
+
+
 def pair_targets(graph: G.Graph) -> dict:
-    """2-D targets whose location among PCs 1-4 is reported: for days_of_week_ring the calendar circle and the
-    in-context ring; none otherwise."""
+    """2-D targets whose location among PCs 1-4 is reported: for days_of_week_ring the calendar circle, the
+    in-context ring, and ``null_<i>``: rings through the nodes in random orders (a stream fixed by the graph), whose
+    best-pair fit is the level a ring with no relation to the representation reaches. None for other graphs."""
     if graph.name != "days_of_week_ring":
         return {}
     order = np.asarray(graph.extra["calendar_order"])
-    return {"calendar": _circle(order, graph.n), "in_context": _circle(np.arange(graph.n), graph.n)}
+    targets = {"calendar": _circle(order, graph.n), "in_context": _circle(np.arange(graph.n), graph.n)}
+    rng = stream(0, "random_ring_orders", *order.tolist())
+    for i in range(N_RING_NULL):
+        targets[f"null_{i}"] = _circle(rng.permutation(graph.n), graph.n)
+    return targets
 
 
 def sequence_statistics(states, walk: np.ndarray, graph: G.Graph, layers, context_tokens, window_tokens: int,
@@ -665,6 +673,15 @@ def days_of_week(run, setup: Setup, data: Measurements, results: dict) -> pd.Dat
     seed = int(setup.params.get("seed", 42))
     pairs = [f"PC{i + 1}-PC{j + 1}" for i, j in combinations(range(N_PCS), 2)]
     out, rows = {"pairs": pairs, "calendar_order": setup.graph.extra["calendar_order"]}, []
+    nulls = [name for name in targets if name.startswith("null_")]
+    # null: best-pair r2 of a random ring order, per sequence averaged over the orders: (seq, layer, ctx)
+    null_best = np.nanmean([np.nanmax(_stack(data.items, "default", f"pc_pairs_r2_{name}"), axis=-1)
+                            for name in nulls], axis=0)
+    null_ci = _ci(null_best, seed, "days_null")
+    out["random_ring_order_best_r2"] = {f"layer_{k}": {"mean": null_ci["mean"][li], "ci_low": null_ci["ci_low"][li],
+                                                       "ci_high": null_ci["ci_high"][li]}
+                                        for li, k in enumerate(setup.layers)}
+    targets = {name: t for name, t in targets.items() if name not in nulls}
     for name in targets:
         x = _stack(data.items, "default", f"pc_pairs_r2_{name}")  # (seq, layer, ctx, pairs)
         ci = _ci(x, seed, f"days_{name}")
@@ -677,6 +694,7 @@ def days_of_week(run, setup: Setup, data: Measurements, results: dict) -> pd.Dat
             best = int(np.nanargmax(r)) if np.isfinite(r).any() else 0
             row[f"{name}: best pair"] = pairs[best]
             row[f"{name}: r2"] = r[best]
+        row["random ring order: best r2"] = np.asarray(out["random_ring_order_best_r2"][f"layer_{k}"]["mean"])[-1]
         rows.append(row)
     out["context_tokens"] = setup.context_tokens
     results["days_of_week"] = out
