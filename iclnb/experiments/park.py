@@ -51,6 +51,7 @@ from iclnb.metrics import (
     procrustes_fit,
     spectral_embedding,
 )
+from iclnb.models import adds_bos
 from iclnb.progress import progress
 from iclnb.prompts import encode_walk, first_token_ids, tokenization_report
 from iclnb.represent import represent_walks
@@ -108,7 +109,7 @@ def sample_walks(graph: G.Graph, tokenizer, n_sequences: int, seq_tokens: int, s
     """``n_sequences`` uniform random walks (``stream(seed, "walks", i)``), each as many words as fit in
     ``seq_tokens`` tokens of the model's encoding (BOS included); words may have several tokens."""
     lengths = tokenization_report(tokenizer, graph.words)
-    bos = 1 if _adds_bos(tokenizer) else 0
+    bos = 1 if adds_bos(tokenizer) else 0
     longest = max(1, seq_tokens - bos)  # words have >= 1 token
     walks = []
     for i in range(n_sequences):
@@ -119,12 +120,6 @@ def sample_walks(graph: G.Graph, tokenizer, n_sequences: int, seq_tokens: int, s
             raise IclnbError(f"seq_tokens={seq_tokens} leaves room for fewer than two words")
         walks.append(walk[:n_words])
     return walks
-
-
-def _adds_bos(tokenizer) -> bool:
-    from iclnb.models import adds_bos
-
-    return adds_bos(tokenizer)
 
 
 def context_geometry(spans: np.ndarray, context_tokens, window_tokens: int) -> dict:
