@@ -6,7 +6,6 @@ import pytest
 from iclnb import graphs
 from iclnb.experiments import css_basic as exp
 from iclnb.metrics import cluster_separation, coherence, css, dirichlet_energy, node_means
-from iclnb.seeding import stream
 
 
 def test_node_losses_and_class_losses_by_hand():

@@ -10,7 +10,7 @@ import pytest
 from iclnb import graphs as G
 from iclnb.errors import IclnbError
 from iclnb.experiments import park
-from iclnb.metrics import copy_baseline, neighbor_accuracy, pca, procrustes_fit, spectral_embedding
+from iclnb.metrics import copy_baseline, neighbor_accuracy, procrustes_fit, spectral_embedding
 from iclnb.seeding import stream
 
 

@@ -7,7 +7,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, decoders, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from iclnb.errors import IclnbError
-from iclnb.prompts import encode_walk, first_token_ids, pad_batch, pool_words, tokenization_report, word_token_ids
+from iclnb.prompts import encode_walk, first_token_ids, pad_batch, pool_words, tokenization_report
 from tests.tiny_models import tiny_model
 
 CORPUS = [" apple bird car egg house milk plane opera box sand sun mango rock math code phone"] * 50

@@ -156,7 +156,6 @@ def measure(run, model, conditions, context_lengths, n_trials: int, layers, posi
     layers = [k for k in model.resolve_layers(layers) if k != "embed"]
     check_fits(model, context_lengths, encode)
     engine = LooEngine(model, encode=encode, batch_tokens=batch_tokens or None)
-    n_max = max(context_lengths)
     stores = {(c, n): (run.checkpoint(f"loo_{c}_N{n}", total=n_trials, every_s=0) if run is not None else {})
               for c in conditions for n in context_lengths}
     units = [(c, t) for c in conditions for t in range(n_trials)]

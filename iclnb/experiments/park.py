@@ -390,7 +390,7 @@ def _save_npz(path: Path, **arrays) -> None:
 def sink_states(model, layers) -> dict | None:
     """The residual at token 0 for a model with BOS: in a causal model it sees only BOS, so it is the same in every
     sequence and one pass over the lone BOS token gives it. None for a model without BOS."""
-    if not _adds_bos(model.tokenizer):
+    if not adds_bos(model.tokenizer):
         return None
     cap = model.run(torch.tensor([[model.tokenizer.bos_token_id]]), layers=layers)
     return {k: cap.resid[k][0, 0].cpu().numpy() for k in layers}
