@@ -29,17 +29,6 @@ class EncodedWalk:
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
-    @property
-    def n_words(self) -> int:
-        return len(self.words)
-
-    def word_positions(self, pool: str = "last") -> np.ndarray:
-        """Token index per word: the last token of its span (predicts the next word) or the first."""
-        check_pool(pool)
-        if pool == "mean":
-            raise IclnbError("pool='mean' has no single position per word; use pool_words")
-        return self.spans[:, 1] - 1 if pool == "last" else self.spans[:, 0].copy()
-
     def sink_words(self) -> np.ndarray:
         """Boolean mask of the words whose span contains token position 0 (the attention sink)."""
         return self.spans[:, 0] == 0

@@ -33,11 +33,6 @@ class WordStates:
     token_probs: np.ndarray | None
     sink: np.ndarray
 
-    def stacked(self, layers=None) -> np.ndarray:
-        """(n_layers, n_words, d) array of the given layers (default: all captured, in order)."""
-        layers = list(self.reps) if layers is None else layers
-        return np.stack([self.reps[k] for k in layers])
-
 
 def word_losses(token_loss: np.ndarray, spans: np.ndarray) -> np.ndarray:
     """Sum the token losses of each word's span. token_loss[t] is the loss of token t+1 given tokens <= t."""

@@ -395,11 +395,7 @@ def bridge_anchor_summary(table, layer=None):
 
 
 def results_document(data: LooData, bridge_anchor, temporal, model) -> dict:
-    """The ``results`` part of results.json (strict JSON via ``Run.finish``)."""
-    def records(table):
-        return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
-                for row in table.to_dict(orient="records")]
-
+    """The ``results`` part of results.json (strict JSON via ``Run.finish``, which writes NaN as null)."""
     walks, clusters, full, positions = {}, {}, {}, {}
     for (condition, n_words), items in data.trials.items():
         key = str(n_words)
@@ -433,8 +429,8 @@ def results_document(data: LooData, bridge_anchor, temporal, model) -> dict:
                      "are prefixes of the longest; both word sets share the node walk",
             "full_context.phi": "[trial][layer index into 'layers'] ratio of the full context; word_loss[trial][position]",
         },
-        "bridge_anchor": records(bridge_anchor),
-        "temporal": records(temporal),
+        "bridge_anchor": bridge_anchor.to_dict(orient="records"),
+        "temporal": temporal.to_dict(orient="records"),
         "full_context": full,
         "positions": positions,
         "walks": walks,
