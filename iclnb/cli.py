@@ -1,8 +1,8 @@
-"""``iclnb list | run | status``: the command line around the experiment notebooks (SPEC section 9).
+"""``iclnb list | run | status``: the command line around the experiment notebooks.
 
-``iclnb run <experiment> -p NAME VALUE ... [-o DIR]`` executes ``notebooks/<experiment>.ipynb`` with papermill into
-``results/<experiment>/`` (or DIR), passing ``output_dir``. Values are converted by the type of the parameter's
-default in the notebook's ``parameters`` cell. Mistakes on the command line (unknown experiment or parameter, a value
+``iclnb run <experiment> -p NAME VALUE ... [-o DIR]`` executes the experiment's notebook with papermill into
+``results/<experiment>/`` (or DIR), passing ``output_dir``. Every parameter is converted and checked against the
+experiment's declaration (``PARAMS`` of its module) before anything starts. Mistakes on the command line (unknown experiment or parameter, a value
 of the wrong type, an output path that is a file or that a live run is writing, a directory holding a run with other
 parameters) exit with status 2 and one line on stderr, before anything is written. A failure inside the notebook
 exits with status 1 and names the executed notebook that holds the traceback.
@@ -11,15 +11,16 @@ exits with status 1 and names the executed notebook that holds the traceback.
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime as _dt
 import os
 import socket
 import sys
 from pathlib import Path
 
-from .errors import IclnbError
-from .runs import CONFIG_NAME, RESULTS_NAME, _busy_message, check_resumable, lock_holder, read_json
+from iclnb.core.errors import IclnbError
+from iclnb.core.paths import notebooks_dir, results_root
+from iclnb.results.io import read_json
+from iclnb.results.run import CONFIG_NAME, RESULTS_NAME, _busy_message, check_resumable, lock_holder
 
 PROG = "iclnb"
 
@@ -28,175 +29,40 @@ class UsageError(Exception):
     """A mistake on the command line: one line on stderr, exit status 2."""
 
 
-# ------------------------------------------------------------------------------------------------- locating things
+# ------------------------------------------------------------------------------------------------- experiments
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+def _experiment(name: str):
+    from iclnb.experiments import find
 
-
-def notebooks_dir() -> Path:
-    env = os.environ.get("ICLNB_NOTEBOOKS")
-    return Path(env).expanduser().resolve() if env else repo_root() / "notebooks"
-
-
-def results_root() -> Path:
-    env = os.environ.get("ICLNB_RESULTS")
-    return Path(env).expanduser().resolve() if env else notebooks_dir().parent / "results"
-
-
-def experiments() -> dict[str, Path]:
-    directory = notebooks_dir()
-    if not directory.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(directory.glob("*.ipynb")) if not p.name.startswith(".")}
-
-
-def find_experiment(name: str) -> Path:
-    found = experiments()
-    if name in found:
-        return found[name]
-    if name.endswith(".ipynb") and Path(name).stem in found:
-        return found[Path(name).stem]
-    if not found:
-        raise UsageError(f"no experiment notebooks in {notebooks_dir()} (set ICLNB_NOTEBOOKS to their directory)")
-    raise UsageError(f"unknown experiment {name!r}; available: {', '.join(found)}")
-
-
-def notebook_parameters(path: Path) -> dict[str, dict]:
-    """``{name: {"name", "inferred_type_name", "default", "help"}}`` of the notebook's ``parameters`` cell (what
-    ``papermill.inspect_notebook`` gives, also for a notebook whose metadata names no kernel)."""
-    from papermill.iorw import load_notebook_node
-    from papermill.translators import papermill_translators
-    from papermill.utils import find_first_tagged_cell_index
-
-    nb = load_notebook_node(str(path))
-    index = find_first_tagged_cell_index(nb, "parameters")
-    if index < 0:
-        return {}
-    spec = nb.metadata.get("kernelspec", {})
-    language = spec.get("language") or nb.metadata.get("language_info", {}).get("name") or "python"
-    translator = papermill_translators.find_translator(spec.get("name") or "python3", language)
-    return {p.name: p._asdict() for p in translator.inspect(nb.cells[index])}
-
-
-# ------------------------------------------------------------------------------------------------- parameter values
-
-
-def _literal(text: str):
+    if name.endswith(".ipynb"):
+        name = Path(name).stem
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return _NOT_LITERAL
+        return find(name)
+    except IclnbError as e:
+        raise UsageError(str(e)) from None
 
 
-_NOT_LITERAL = object()
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _expected_kind(spec: dict) -> str:
-    """'int' | 'float' | 'bool' | 'str' | 'list' | 'any' for a parameter, from its annotation or default."""
-    annotated = (spec.get("inferred_type_name") or "None").replace(" ", "")
-    base = annotated.split("[")[0].lower()
-    if base in ("int", "float", "bool", "str"):
-        return base
-    if base in ("list", "tuple", "sequence"):
-        return "list"
-    default = _literal(spec.get("default", ""))
-    for kind, typ in (("bool", bool), ("int", int), ("float", float), ("str", str)):
-        if type(default) is typ:
-            return kind
-    if isinstance(default, (list, tuple)):
-        return "list"
-    return "any"
-
-
-def _guess(text: str):
-    """A value for a parameter whose default says nothing about its type (None, an expression)."""
-    low = text.strip().lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    if text.strip().startswith("["):
-        value = _literal(text)
-        if isinstance(value, list):
-            return value
-    if "," in text:
-        return [_guess(part.strip()) for part in text.split(",") if part.strip()]
-    return text
-
-
-def convert_value(name: str, text: str, spec: dict):
-    """Convert the command-line string ``text`` for parameter ``name`` by the type of its default."""
-    kind = _expected_kind(spec)
-    if kind == "int":
-        try:
-            return int(text)
-        except ValueError:
-            raise UsageError(f"parameter {name} expects an integer, got {text!r}") from None
-    if kind == "float":
-        try:
-            return float(text)
-        except ValueError:
-            raise UsageError(f"parameter {name} expects a number, got {text!r}") from None
-    if kind == "bool":
-        low = text.strip().lower()
-        if low in _TRUE or low in _FALSE:
-            return low in _TRUE
-        raise UsageError(f"parameter {name} expects true or false, got {text!r}")
-    if kind == "str":
-        return text
-    if kind == "list":
-        default = _literal(spec.get("default", ""))
-        elems = list(default) if isinstance(default, (list, tuple)) else []
-        if text.strip().startswith("["):
-            value = _literal(text)
-            if isinstance(value, (list, tuple)):
-                return list(value)
-            raise UsageError(f"parameter {name} expects comma-separated values or a [list], got {text!r}")
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        if elems and all(isinstance(e, str) for e in elems):
-            return parts
-        if "," not in text and parts and not isinstance(_guess(parts[0]), (int, float)):
-            return text  # a single word such as layers=all: the notebook decides what it means
-        return [_guess(p) for p in parts]
-    return _guess(text)
-
-
-def _default_value(spec: dict):
-    return _literal(spec.get("default", ""))
-
-
-# ------------------------------------------------------------------------------------------------- commands
+def _notebook_path(exp) -> Path:
+    path = notebooks_dir() / f"{exp.notebook}.ipynb"
+    if not path.is_file():
+        raise UsageError(f"the notebook of {exp.name} is missing: {path} (set ICLNB_NOTEBOOKS to the notebooks "
+                         f"directory of an iclnb checkout)")
+    return path
 
 
 def cmd_list(args) -> int:
-    found = experiments()
-    if not found:
-        raise UsageError(f"no experiment notebooks in {notebooks_dir()} (set ICLNB_NOTEBOOKS to their directory)")
-    for name, path in found.items():
-        print(name)
-        try:
-            params = notebook_parameters(path)
-        except Exception as e:  # one broken notebook must not hide the others
-            print(f"    (cannot read parameters: {type(e).__name__}: {e})")
-            continue
-        if not params:
-            print("    (no parameters cell)")
-        width = max((len(p) for p in params), default=0)
-        for pname, spec in params.items():
-            kind = _expected_kind(spec)
-            line = f"    {pname.ljust(width)}  {kind:5s} = {spec.get('default', '')}"
-            if spec.get("help"):
-                line += f"  # {spec['help']}"
-            print(line)
+    from iclnb.experiments import registry
+
+    for name, exp in registry().items():
+        title = name if exp.notebook == name else f"{name}  (notebook {exp.notebook} with other defaults)"
+        print(title)
+        declaration = exp.params
+        width = max((len(p.name) for p in declaration.params), default=0)
+        for param in declaration.params:
+            default = f'"{param.default}"' if isinstance(param.default, str) else repr(param.default)
+            print(f"    {param.name.ljust(width)}  {param.kind_name:5s} = {default}  # {param.help} "
+                  f"[{param.describe}]")
     return 0
 
 
@@ -223,43 +89,64 @@ def _listing(directory: Path) -> list[str]:
     return files
 
 
-def cmd_run(args) -> int:
-    nb_path = find_experiment(args.experiment)
-    name = nb_path.stem
-    specs = notebook_parameters(nb_path)
+def checked_parameters(exp, pairs) -> tuple[dict, dict]:
+    """``(overrides, values)``: the notebook values of ``-p NAME VALUE`` pairs (converted to each parameter's kind),
+    and every parameter of the experiment checked and normalised as the notebook will record it (defaults
+    included). Raises UsageError."""
+    declaration = exp.params
+    overrides = dict(exp.preset)
+    for name, text in pairs:
+        if name not in declaration:
+            valid = ", ".join(n for n in declaration.names if n != "output_dir")
+            raise UsageError(f"unknown parameter {name!r} for {exp.name}; valid parameters: {valid}")
+        try:
+            overrides[name] = declaration[name].coerce(text)
+        except IclnbError as e:
+            raise UsageError(str(e)) from None
+    try:
+        values = declaration.validate({**declaration.defaults(), **overrides})
+    except IclnbError as e:
+        raise UsageError(str(e)) from None
+    return overrides, dict(values)
 
-    overrides: dict = {}
-    out_arg = args.output
-    for pname, text in args.param or []:
-        if pname == "output_dir":
-            out_arg = out_arg or text
-            continue
-        if pname not in specs:
-            valid = ", ".join(p for p in specs if p != "output_dir") or "(none)"
-            raise UsageError(f"unknown parameter {pname!r} for {name}; valid parameters: {valid}")
-        overrides[pname] = convert_value(pname, text, specs[pname])
 
-    out_dir = Path(out_arg).expanduser() if out_arg else results_root() / name
-    out_dir = out_dir.resolve()
+def _output_dir(out_arg, name: str) -> Path:
+    out_dir = (Path(out_arg).expanduser() if out_arg else results_root() / name).resolve()
     if out_dir.is_file():
         raise UsageError(f"output directory {out_dir} is a file; pass a directory path with -o")
     for parent in out_dir.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise UsageError(f"output directory {out_dir} cannot be created: {parent} is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"output directory {out_dir} cannot be created: {parent} is not writable; "
+                                 f"choose another directory with -o")
             break
+    if out_dir.is_dir() and not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory {out_dir} is not writable; choose another directory with -o")
+    return out_dir
+
+
+def cmd_run(args) -> int:
+    exp = _experiment(args.experiment)
+    nb_path = _notebook_path(exp)
+    pairs = list(args.param or [])
+    out_arg = args.output
+    for pname, text in pairs:
+        if pname == "output_dir":
+            out_arg = out_arg or text
+    pairs = [(n, t) for n, t in pairs if n != "output_dir"]
+    overrides, values = checked_parameters(exp, pairs)
+
+    out_dir = _output_dir(out_arg, exp.name)
     holder = lock_holder(out_dir) if out_dir.is_dir() else None
     if holder is not None and not (holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()):
         raise UsageError(_busy_message(out_dir, holder))
-
     # The notebook refuses a directory holding other parameters itself; checking here as well keeps papermill
     # from overwriting that run's executed notebook first.
-    effective = {k: _default_value(s) for k, s in specs.items()}
-    effective = {k: v for k, v in effective.items() if v is not _NOT_LITERAL}
-    effective.update(overrides)
     if (out_dir / CONFIG_NAME).is_file():
         try:
-            check_resumable(out_dir, name, effective, only_shared=True)
+            check_resumable(out_dir, exp.notebook, {**values, "output_dir": str(out_dir)})
         except IclnbError as e:
             raise UsageError(str(e)) from None
 
@@ -267,36 +154,52 @@ def cmd_run(args) -> int:
     from papermill.exceptions import PapermillExecutionError
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    out_nb = out_dir / f"{name}.ipynb"
+    out_nb = out_dir / f"{exp.name}.ipynb"
+    # a finished run's executed notebook is replaced only by a rerun that succeeds
+    finished = (out_dir / RESULTS_NAME).is_file()
+    target = out_dir / f".{exp.name}.rerun.ipynb" if finished else out_nb
     kernel, language = _kernel_and_language(nb_path)
     parameters = {**overrides, "output_dir": str(out_dir)}
     os.environ.setdefault("ICLNB_PROGRESS", "text")
-    print(f"running {name} -> {out_dir}", file=sys.stderr, flush=True)
+    print(f"running {exp.name} -> {out_dir}", file=sys.stderr, flush=True)
     try:
         # the kernel's stdout/stderr are copied raw to ours (log_output would route them through logging, one
         # record per chunk, breaking carriage-return progress lines)
-        papermill.execute_notebook(str(nb_path), str(out_nb), parameters=parameters, kernel_name=kernel, language=language,
-                                   progress_bar=False,
-                                   log_output=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
-                                   cwd=str(nb_path.parent))
+        papermill.execute_notebook(str(nb_path), str(target), parameters=parameters, kernel_name=kernel,
+                                   language=language, progress_bar=False, log_output=False, stdout_file=sys.stdout,
+                                   stderr_file=sys.stderr, cwd=str(nb_path.parent))
     except PapermillExecutionError as e:
-        print(f"{PROG}: error: {name} failed: {e.ename}: {e.evalue}", file=sys.stderr)
-        print(f"the executed notebook with the full traceback is at {out_nb}", file=sys.stderr)
+        kept = _keep_failed(target, out_nb, finished)
+        print(f"{PROG}: error: {exp.name} failed: {e.ename}: {e.evalue}", file=sys.stderr)
+        print(f"the executed notebook with the full traceback is at {kept}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        _keep_failed(target, out_nb, finished)
         print(f"{PROG}: interrupted; rerun the same command to resume from the checkpoints in {out_dir}",
               file=sys.stderr)
         return 130
     except Exception as e:  # the kernel died, could not start, ...
+        kept = _keep_failed(target, out_nb, finished)
         first = (str(e).strip().splitlines() or [""])[0]
-        print(f"{PROG}: error: {name} failed: {type(e).__name__}: {first}", file=sys.stderr)
-        if out_nb.exists():
-            print(f"the executed notebook is at {out_nb}", file=sys.stderr)
+        print(f"{PROG}: error: {exp.name} failed: {type(e).__name__}: {first}", file=sys.stderr)
+        if kept.exists():
+            print(f"the executed notebook is at {kept}", file=sys.stderr)
         return 1
+    if target != out_nb:
+        os.replace(target, out_nb)
     print(f"results: {out_dir}")
     for f in _listing(out_dir):
         print(f"  {f}")
     return 0
+
+
+def _keep_failed(target: Path, out_nb: Path, finished: bool) -> Path:
+    """Where a failed run's executed notebook stays: beside a finished run's notebook, never over it."""
+    if not finished or not target.exists():
+        return target
+    failed = out_nb.with_name(f"{out_nb.stem}.failed.ipynb")
+    os.replace(target, failed)
+    return failed
 
 
 def _parse_time(text):

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from iclnb.capture import Capture, _StopForward, layer_hooks
-from iclnb.errors import IclnbError
+from iclnb.models.hooks import Capture, _StopForward, layer_hooks
+from iclnb.core.errors import IclnbError
 from iclnb.prompts import EncodedWalk, encode_walk
 from iclnb.represent import word_losses
 
@@ -315,7 +315,7 @@ class LooEngine:
         token_loss = w_loss = None
         if loss:
             cap = Capture()
-            with torch.inference_mode():  # the chunked float32 loss of iclnb.capture (never T x V logits at once)
+            with torch.inference_mode():  # the chunked float32 loss of iclnb.models.hooks (never T x V logits at once)
                 model._head_outputs(out.last_hidden_state, ids[None], None, True, None, cap)
             token_loss = cap.loss[0].cpu().numpy()
             w_loss = word_losses(token_loss, spans)

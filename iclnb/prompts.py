@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
 
 POOLS = ("last", "mean", "first")
 

@@ -6,7 +6,7 @@
 * ``permutation_pvalue``: a p-value from an observed statistic and its permutation null draws.
 * ``fdr``: Benjamini-Hochberg q-values (``scipy.stats.false_discovery_control``) that let NaN through.
 
-Random draws always come from a ``numpy.random.Generator`` passed by the caller (``iclnb.seeding.stream``), so a
+Random draws always come from a ``numpy.random.Generator`` passed by the caller (``iclnb.core.seeding.stream``), so a
 result is reproducible; ``rng=None`` draws fresh entropy and is not.
 """
 
@@ -18,8 +18,8 @@ import warnings
 import numpy as np
 from scipy import stats as _sps
 
-from iclnb.arrays import as_float_array
-from iclnb.errors import IclnbError
+from iclnb.core.arrays import as_float_array
+from iclnb.core.errors import IclnbError
 
 __all__ = ["bootstrap_ci", "paired_log_ratio", "permutation_pvalue", "fdr"]
 

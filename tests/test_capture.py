@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
 from tests.tiny_models import FAMILIES, VOCAB, tiny_model
 
 
@@ -56,9 +56,9 @@ def test_loss_is_chunked_without_changing_values(monkeypatch):
     model, _ = tiny_model("llama")
     ids = _ids(40, seed=2, batch=2)
     whole = model.run(ids, loss=True)
-    import iclnb.capture
+    import iclnb.models.hooks
 
-    monkeypatch.setattr(iclnb.capture, "LOGIT_CHUNK_ELEMENTS", 3 * 2 * VOCAB)  # 3 positions per chunk
+    monkeypatch.setattr(iclnb.models.hooks, "LOGIT_CHUNK_ELEMENTS", 3 * 2 * VOCAB)  # 3 positions per chunk
     chunked = model.run(ids, loss=True)
     torch.testing.assert_close(chunked.loss, whole.loss)
 

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from iclnb import cli
-from iclnb.runs import Run, read_json
+from iclnb.results.run import Run, read_json
 
 PARAMS = '''\
 n: int = 3  # number of work units
@@ -19,8 +19,8 @@ output_dir = None
 '''
 
 BODY = '''\
-from iclnb.errors import IclnbError
-from iclnb.runs import Run
+from iclnb.core.errors import IclnbError
+from iclnb.results.run import Run
 if name == "boom":
     raise IclnbError("name 'boom' is reserved; pass another name")
 run = Run.open(output_dir, "tiny", dict(n=n, name=name, ratio=ratio, flag=flag, layers=layers, output_dir=output_dir))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from iclnb import graphs
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
 from iclnb.graphs import (
     GRID_WORDS,
     NOUNS,
@@ -33,7 +33,7 @@ from iclnb.graphs import (
     semantic_conflict,
     walk_words,
 )
-from iclnb.seeding import stream
+from iclnb.core.seeding import stream
 
 
 def rng(i=0, purpose="test"):

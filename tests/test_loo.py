@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from iclnb import graphs
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
 from iclnb.loo import METRICS, LooEngine, map_encoder, metrics_of_vectors, pair_metrics
-from iclnb.seeding import stream
+from iclnb.core.seeding import stream
 from tests.tiny_models import tiny_model
 
 

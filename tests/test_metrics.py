@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
 from iclnb.metrics import (
     cluster_separation,
     coherence,

@@ -8,10 +8,10 @@ import plotly.graph_objects as go
 import pytest
 
 from iclnb import graphs as G
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
 from iclnb.experiments import park
 from iclnb.metrics import copy_baseline, neighbor_accuracy, procrustes_fit, spectral_embedding
-from iclnb.seeding import stream
+from iclnb.core.seeding import stream
 
 
 # ------------------------------------------------------------------------------------------------ hand-made inputs
@@ -188,7 +188,7 @@ def test_days_of_week_pairs_find_calendar_and_ring():
 
 
 def test_pca_explorer_static_and_interactive():
-    from iclnb.widgets import pca_explorer
+    from iclnb.plotting.widgets import pca_explorer
 
     graph = G.ring(5)
     coords = {(s, k, t): np.random.default_rng(k + t + s).normal(size=(5, 2))

@@ -6,7 +6,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
 from iclnb.prompts import encode_walk, first_token_ids, pad_batch, pool_words, tokenization_report
 from tests.tiny_models import tiny_model
 

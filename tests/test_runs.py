@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iclnb import runs
-from iclnb.errors import IclnbError
-from iclnb.runs import Checkpoint, Run, read_json, to_jsonable, write_json
+from iclnb.results import run as runs
+from iclnb.core.errors import IclnbError
+from iclnb.results.run import Checkpoint, Run, read_json, to_jsonable, write_json
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
 
@@ -182,7 +182,7 @@ def test_live_lock_refuses_a_second_run(tmp_path):
     out = tmp_path / "run"
     run = Run.open(out, "demo", {"n": 1})
     try:
-        code = f"from iclnb.runs import Run; Run.open({str(out)!r}, 'demo', {{'n': 1}})"
+        code = f"from iclnb.results.run import Run; Run.open({str(out)!r}, 'demo', {{'n': 1}})"
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
         assert proc.returncode != 0
         assert f"is being written by a live run (pid {os.getpid()} since" in proc.stderr
@@ -238,8 +238,8 @@ def test_run_checkpoint_is_flushed_on_finish(tmp_path):
 
 WORKER = textwrap.dedent("""
     import sys, time
-    from iclnb.runs import Run
-    from iclnb.seeding import stream
+    from iclnb.results.run import Run
+    from iclnb.core.seeding import stream
 
     out, delay = sys.argv[1], float(sys.argv[2])
     run = Run.open(out, "units", {"seed": 7, "n_units": 20})
@@ -297,7 +297,7 @@ def test_save_figure_without_browser_writes_html_and_warns_once(tmp_path, monkey
 
     import plotly.graph_objects as go
 
-    from iclnb import plots
+    from iclnb.plotting import save as plots
 
     monkeypatch.setattr(plots, "find_browser", lambda: None)
     monkeypatch.setattr(plots, "_warned", set())

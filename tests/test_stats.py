@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
 from iclnb.stats import bootstrap_ci, fdr, paired_log_ratio, permutation_pvalue
 
 

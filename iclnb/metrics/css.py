@@ -15,8 +15,8 @@ import warnings
 
 import numpy as np
 
-from iclnb.errors import IclnbError
-from iclnb.arrays import as_float_array as _to_numpy
+from iclnb.core.errors import IclnbError
+from iclnb.core.arrays import as_float_array as _to_numpy
 from iclnb.stats import _check_confidence, _generator, fdr, permutation_pvalue
 
 __all__ = ["css", "css_by_node", "css_summary"]

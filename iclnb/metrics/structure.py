@@ -21,8 +21,8 @@ from scipy import stats as _sps
 from scipy.sparse.csgraph import shortest_path
 from scipy.spatial.distance import pdist
 
-from iclnb.arrays import as_float_array as _to_numpy
-from iclnb.errors import IclnbError
+from iclnb.core.arrays import as_float_array as _to_numpy
+from iclnb.core.errors import IclnbError
 
 __all__ = [
     "node_means",

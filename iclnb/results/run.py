@@ -20,24 +20,21 @@ from __future__ import annotations
 import atexit
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
-import numpy as np
+from iclnb.core.errors import IclnbError
+from iclnb.results.io import read_json, to_jsonable, write_csv, write_json, write_npz
 
-from .errors import IclnbError
-
-__all__ = ["Run", "Checkpoint", "to_jsonable", "write_json", "read_json", "lock_holder"]
+__all__ = ["Run", "Checkpoint", "lock_holder", "holds_work", "check_resumable"]
 
 LOCK_NAME = ".lock"
 CONFIG_NAME = "config.json"
@@ -56,145 +53,6 @@ _PACKAGES = {  # provenance key -> distribution name
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------------------------------------------- strict JSON
-
-
-def _child(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _check_float(x: float, path: str):
-    if math.isnan(x):
-        return None
-    if math.isinf(x):
-        raise ValueError(f"{path or 'value'} is {'inf' if x > 0 else '-inf'}; results must be finite (NaN is "
-                         f"written as null, infinity is refused)")
-    return x
-
-
-def _array_to_jsonable(arr: np.ndarray, path: str):
-    if arr.dtype.kind in "fc":
-        if arr.dtype.kind == "c":
-            raise TypeError(f"{path or 'value'} is a complex array; store real and imaginary parts separately")
-        bad = np.isinf(arr)
-        if bad.any():
-            idx = np.argwhere(bad)[0]
-            where = (path or "value") + "".join(f"[{int(i)}]" for i in idx)
-            raise ValueError(f"{where} is {'inf' if arr[tuple(idx)] > 0 else '-inf'}; results must be finite "
-                             f"(NaN is written as null, infinity is refused)")
-        data = arr.astype(np.float64).tolist() if arr.dtype != np.float64 else arr.tolist()
-        if np.isnan(arr).any():
-            return _nan_to_none(data)
-        return data
-    if arr.dtype.kind in "biu":
-        return arr.tolist()
-    if arr.dtype.kind in "USO":
-        return [to_jsonable(v, f"{path}[{i}]") for i, v in enumerate(arr.tolist())] if arr.ndim == 1 else \
-            [_array_to_jsonable(np.asarray(sub, dtype=arr.dtype), f"{path}[{i}]") for i, sub in enumerate(arr)]
-    raise TypeError(f"{path or 'value'} is an array of dtype {arr.dtype}, which has no JSON form")
-
-
-def _nan_to_none(data):
-    if isinstance(data, list):
-        return [_nan_to_none(v) for v in data]
-    return None if isinstance(data, float) and math.isnan(data) else data
-
-
-def to_jsonable(obj: Any, _path: str = "") -> Any:
-    """``obj`` as plain JSON-safe Python: numpy arrays/scalars -> lists/Python numbers, NaN -> None, tuples and sets
-    -> lists, paths -> str, datetimes -> ISO strings, dict keys -> str. Infinity raises ``ValueError`` naming the key
-    path (``results.layer_3.phi[7] is inf``): an infinite metric is a bug upstream, never a value to store.
-    """
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return _check_float(float(obj), _path)
-    if isinstance(obj, np.generic):
-        if isinstance(obj, np.bool_):
-            return bool(obj)
-        if isinstance(obj, np.integer):
-            return int(obj)
-        if isinstance(obj, np.floating):
-            return _check_float(float(obj), _path)
-        if isinstance(obj, np.str_):
-            return str(obj)
-        return _array_to_jsonable(np.asarray(obj), _path)
-    if isinstance(obj, np.ndarray):
-        return _array_to_jsonable(obj, _path)
-    if isinstance(obj, Mapping):
-        out = {}
-        for k, v in obj.items():
-            key = str(k.item() if isinstance(k, np.generic) else k)
-            out[key] = to_jsonable(v, _child(_path, key))
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v, f"{_path}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, (set, frozenset)):
-        items = list(obj)
-        try:
-            items.sort()
-        except TypeError:
-            pass
-        return [to_jsonable(v, f"{_path}[{i}]") for i, v in enumerate(items)]
-    if isinstance(obj, PurePath):
-        return str(obj)
-    if isinstance(obj, (_dt.datetime, _dt.date)):
-        return obj.isoformat()
-    if type(obj).__module__.split(".")[0] == "torch" and hasattr(obj, "detach"):  # a tensor, without importing torch
-        t = obj.detach().cpu()
-        if t.is_floating_point():
-            t = t.double()
-        return _array_to_jsonable(t.numpy(), _path)
-    raise TypeError(f"{_path or 'value'} is a {type(obj).__name__}, which has no JSON form; convert it to numbers, "
-                    f"strings, lists or dicts")
-
-
-def write_json(path, obj) -> Path:
-    """Write ``obj`` as strict JSON (no NaN/Infinity tokens), atomically: the whole text is built first, written to
-    a temporary file in the same directory, fsynced, then renamed over ``path``. A failure at any step leaves the
-    previous file untouched.
-    """
-    path = Path(path)
-    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
-
-
-def _refuse_constant(name):
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def read_json(path) -> Any:
-    """Read strict JSON (``NaN``/``Infinity`` tokens are refused)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
-    except ValueError as e:
-        raise IclnbError(f"{path} is not valid JSON ({e}); delete it or restore it from a backup") from None
 
 
 # ---------------------------------------------------------------------------------------------------- lock
@@ -270,6 +128,11 @@ def _busy_message(directory: Path, info: dict) -> str:
     return msg
 
 
+#: How many open Run objects of this process hold each directory's lock (a notebook rerun in the same kernel opens
+#: a second Run on the directory the first still holds): the file goes only when the last of them is closed.
+_HELD: dict[Path, int] = {}
+
+
 class _Lock:
     """``output_dir/.lock`` naming the process that writes the directory. Taking it is serialised with ``flock`` so
     two processes racing for a stale lock cannot both win; liveness itself comes from the pid, so a killed run's
@@ -309,6 +172,7 @@ class _Lock:
                 os.pwrite(fd, data, 0)
                 os.fsync(fd)
                 self.held = True
+                _HELD[self.path] = _HELD.get(self.path, 0) + 1
                 return
             finally:
                 os.close(fd)
@@ -320,6 +184,10 @@ class _Lock:
         import fcntl
 
         self.held = False
+        _HELD[self.path] = _HELD.get(self.path, 1) - 1
+        if _HELD[self.path] > 0:
+            return
+        del _HELD[self.path]
         try:
             fd = os.open(self.path, os.O_RDWR)
         except FileNotFoundError:
@@ -507,7 +375,12 @@ def check_resumable(output_dir, experiment: str, params: dict, only_shared: bool
 
 
 class Run:
-    """One results directory: ``config.json``, ``results.json``, ``checkpoint_*.json``, ``figures/``, ``raw_data/``."""
+    """One results directory: ``config.json``, ``results.json``, ``checkpoint_*.json``, ``figures/``, ``raw_data/``.
+
+    Everything a run writes goes through it, so every notebook cell shows what it writes: :meth:`save_figure`
+    (HTML now, the PNG copies of all figures in one browser session at :meth:`finish`), :meth:`save_table` (CSV),
+    :meth:`save_arrays` (npz), :meth:`checkpoint`, and :meth:`finish` (results.json).
+    """
 
     def __init__(self, directory: Path, experiment: str, params: dict, config: dict, lock: _Lock):
         self.dir = directory
@@ -516,6 +389,7 @@ class Run:
         self.config = config
         self._lock = lock
         self._checkpoints: dict[str, Checkpoint] = {}
+        self._pending_png: dict[str, Any] = {}
         atexit.register(self.close)
 
     @property
@@ -539,6 +413,9 @@ class Run:
         except (NotADirectoryError, FileExistsError):
             raise IclnbError(f"output_dir {directory} cannot be created: a part of the path is a file; "
                              f"pass a directory path") from None
+        except OSError as e:
+            raise IclnbError(f"output_dir {directory} cannot be created ({e.strerror}); choose a writable "
+                             f"directory") from None
         params = to_jsonable(dict(params))
         lock = _Lock(directory)
         lock.acquire()
@@ -576,19 +453,13 @@ class Run:
     # -- files
     def checkpoint(self, name: str, total: int | None = None, every_s: float = 30.0) -> Checkpoint:
         """The checkpoint ``checkpoint_<name>.json`` (loaded if it exists, so a rerun resumes)."""
-        if not _NAME_RE.match(name):
-            raise IclnbError(f"checkpoint name {name!r} may use only letters, digits, '_', '-' and '.'")
+        _check_name(name, "checkpoint")
         ck = self._checkpoints.get(name)
         if ck is None:
             ck = self._checkpoints[name] = Checkpoint(self.dir / f"checkpoint_{name}.json", name, total, every_s)
         elif total is not None:
             ck.total = total
         return ck
-
-    def figure_path(self, name: str, ext: str) -> Path:
-        figures = self.dir / "figures"
-        figures.mkdir(exist_ok=True)
-        return figures / f"{name}.{ext.lstrip('.')}"
 
     @property
     def figures_dir(self) -> Path:
@@ -602,25 +473,64 @@ class Run:
         path.mkdir(exist_ok=True)
         return path
 
+    def save_figure(self, fig, name: str):
+        """Write ``figures/<name>.html`` now and ``figures/<name>.png`` with the others at :meth:`finish` (one browser
+        session for every PNG of the run); returns ``fig`` so that a cell can show what it saved."""
+        from iclnb.plotting.save import write_html
+
+        _check_name(name, "figure")
+        write_html(fig, self.figures_dir, name)
+        self._pending_png[name] = fig
+        return fig
+
+    def export_figures(self) -> list[Path]:
+        """Write the PNG copies of the figures saved since the last export (done by :meth:`finish` and
+        :meth:`close`)."""
+        from iclnb.plotting.save import export_pngs
+
+        pending, self._pending_png = self._pending_png, {}
+        if not pending:
+            return []
+        return export_pngs([(fig, self.figures_dir / f"{name}.png") for name, fig in pending.items()])
+
+    def save_table(self, table, name: str):
+        """Write a pandas DataFrame to ``raw_data/<name>.csv``; returns the table."""
+        _check_name(name, "table")
+        write_csv(self.raw_data_dir / f"{name}.csv", table)
+        return table
+
+    def save_arrays(self, name: str, **arrays) -> Path:
+        """Write numpy arrays to ``raw_data/<name>.npz`` (no pickle)."""
+        _check_name(name, "arrays")
+        return write_npz(self.raw_data_dir / f"{name}.npz", **arrays)
+
     # -- end
-    def finish(self, results: dict, model: str) -> Path:
-        """Write results.json ``{"model", "timestamp", "config", "results"}``, mark config.json finished, release
-        the lock. Returns the path of results.json."""
+    def finish(self, results: dict, model: str | None = None) -> Path:
+        """Write results.json ``{"model", "timestamp", "config", "results"}``, the figures' PNG copies, mark
+        config.json finished and release the lock. ``model`` defaults to the recorded model's name. Returns the path
+        of results.json."""
+        if model is None:
+            model = (self.config.get("model") or {}).get("name")
         doc = {"model": model, "timestamp": _now(), "config": self.params, "results": results}
         path = write_json(self.dir / RESULTS_NAME, doc)
+        self.export_figures()
         self.config["provenance"]["finished"] = doc["timestamp"]
         self._write_config()
         self.close()
         return path
 
     def close(self) -> None:
-        """Flush checkpoints and release the lock (also done at interpreter exit)."""
+        """Flush checkpoints, export pending PNGs and release the lock (also done at interpreter exit)."""
         for ck in self._checkpoints.values():
             if ck._dirty:
                 try:
                     ck.flush()
                 except OSError:
                     pass
+        try:
+            self.export_figures()
+        except Exception:  # the HTML figures are written; a PNG failure must not lose the lock release
+            pass
         self._lock.release()
         atexit.unregister(self.close)
 
@@ -632,3 +542,8 @@ class Run:
 
     def __repr__(self):
         return f"Run({self.experiment!r}, {str(self.dir)!r})"
+
+
+def _check_name(name: str, what: str) -> None:
+    if not _NAME_RE.match(name):
+        raise IclnbError(f"{what} name {name!r} may use only letters, digits, '_', '-' and '.'")

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from iclnb import graphs as G
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
 from iclnb.experiments.common import choice, int_list, positive_int
 from iclnb.metrics import (
     copy_baseline,
@@ -52,10 +52,10 @@ from iclnb.metrics import (
     spectral_embedding,
 )
 from iclnb.models import adds_bos
-from iclnb.progress import progress
+from iclnb.core.progress import progress
 from iclnb.prompts import encode_walk, first_token_ids, tokenization_report
 from iclnb.represent import represent_walks
-from iclnb.seeding import stream
+from iclnb.core.seeding import stream
 from iclnb.stats import bootstrap_ci
 
 GRAPHS = ("grid", "ring", "hex", "days_of_week_ring")
@@ -462,8 +462,8 @@ def _fmt(d: dict) -> str:
 def accuracy(run, setup: Setup, data: Measurements, results: dict, bin_words: int = 25):
     """Rule-following accuracy vs context (bins of ``bin_words`` word positions) with the copying baseline and
     chance; fills ``results["accuracy"]``, saves the figure ``accuracy`` and returns it."""
-    from iclnb import figures_park as F
-    from iclnb.plots import save_figure
+    from iclnb.experiments.park import figures as F
+    from iclnb.plotting.save import save_figure
 
     seed = int(setup.params.get("seed", 42))
     raw, ren, cop = (_padded(data.items, k) for k in ("accuracy_raw", "accuracy_renormalized", "copy_baseline"))
@@ -527,8 +527,8 @@ def geometry(run, setup: Setup, data: Measurements, results: dict):
     """E_norm, distance correlation and the PCA/Procrustes comparison per layer and context point; fills
     ``results["layer_<k>"]``, saves the figures ``geometry_heatmap`` and ``geometry_curves``; returns the
     heatmap figure."""
-    from iclnb import figures_park as F
-    from iclnb.plots import save_figure
+    from iclnb.experiments.park import figures as F
+    from iclnb.plotting.save import save_figure
 
     seed = int(setup.params.get("seed", 42))
     block = _layer_block(setup, data.items, "default", seed)
@@ -642,8 +642,8 @@ def pca_figure(run, setup: Setup, data: Measurements, results: dict, layer=None)
     """PCA scatter (PCs 1-2) of the node means averaged over sequences, with the graph's edges, at each context
     point for ``layer`` (default: :func:`best_layer`), next to the graph's spectral embedding; saved as
     ``pca_layer_<k>``."""
-    from iclnb import figures_park as F
-    from iclnb.plots import save_figure
+    from iclnb.experiments.park import figures as F
+    from iclnb.plotting.save import save_figure
 
     layer = best_layer(setup, results) if layer is None else layer
     li = setup.layers.index(layer)
@@ -699,7 +699,7 @@ def days_of_week(run, setup: Setup, data: Measurements, results: dict) -> pd.Dat
 def explorer(setup: Setup, data: Measurements):
     """The interactive PCA explorer (sliders for layer and context point, a toggle for the sink) in JupyterLab;
     a static figure of the best layer at the largest context point in a headless run."""
-    from iclnb.widgets import pca_explorer
+    from iclnb.plotting.widgets import pca_explorer
 
     coords = {}
     for variant in ("default", "sink_included"):

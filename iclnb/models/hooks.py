@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
+from iclnb.core.layers import LayerDict
 
 # Upper bound on the float32 logits held at once while computing the loss (elements): 2**27 = 512 MiB. Smaller
 # chunks make the LM-head matmul measurably slower on CPU (128 positions of gemma's 262k vocabulary: +30%).
@@ -27,7 +28,8 @@ class _StopForward(Exception):
 class Capture:
     """What one pass returns.
 
-    resid[k]: float32 (batch, kept positions, d) for each requested layer k (ints, 0-based, and/or "embed").
+    resid[k]: float32 (batch, kept positions, d) for each requested layer k (ints, 0-based, and/or "embed"); any
+        spelling of a captured layer finds it (``resid[-1]`` is the last block's).
     loss: float32 (batch, tokens-1): loss[b, t] = cross-entropy of token t+1 given tokens <= t; NaN where token t+1
         is padding. None unless asked.
     token_probs: float32 (batch, tokens, len(token_ids)) next-token probabilities of the given token ids, or None.
@@ -131,7 +133,8 @@ class CaptureMixin:
                 out = self.hf.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
             except _StopForward:
                 out = None
-            result = Capture(resid={k: captured[k] for k in wanted})
+            result = Capture(resid=LayerDict({k: captured[k] for k in wanted}, n_layers=self.n_layers,
+                                             model_name=self.name))
             if need_head:
                 self._head_outputs(out.last_hidden_state, ids, mask, loss, token_ids, result)
         return result

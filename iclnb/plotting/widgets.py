@@ -18,11 +18,11 @@ __all__ = ["interactive_frontend", "pca_explorer"]
 
 
 def interactive_frontend() -> bool:
-    """Whether widgets can be drawn: an IPython kernel that is not run headless (see ``iclnb.progress``)."""
+    """Whether widgets can be drawn: an IPython kernel that is not run headless (see ``iclnb.core.progress``)."""
     forced = os.environ.get("ICLNB_WIDGETS", "").strip()
     if forced in ("0", "1"):
         return forced == "1"
-    from iclnb.progress import _headless_kernel
+    from iclnb.core.progress import _headless_kernel
 
     return "ipykernel" in sys.modules and not _headless_kernel()
 
@@ -30,7 +30,7 @@ def interactive_frontend() -> bool:
 def _static(coords, graph, title):
     import plotly.graph_objects as go
 
-    from iclnb.figures_park import pca_scatter_traces
+    from iclnb.experiments.park.figures import pca_scatter_traces
 
     fig = go.Figure(pca_scatter_traces(coords, graph))
     fig.update_layout(title=title, template="plotly_white", width=600, height=550,

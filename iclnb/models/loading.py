@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from iclnb.capture import CaptureMixin
-from iclnb.errors import IclnbError
+from iclnb.models.hooks import CaptureMixin
+from iclnb.core.errors import IclnbError
+from iclnb.core.layers import default_layers, layer_index, resolve_layers
 
 
 @dataclass(frozen=True)
@@ -311,48 +312,15 @@ class Model(CaptureMixin):
     # ---- layers -----------------------------------------------------------------------------------------------
     def layer_index(self, layer) -> int | str:
         """Canonical index of one layer: ``"embed"`` or an int in [0, n_layers); negative ints count from the end."""
-        if isinstance(layer, str):
-            text = layer.strip()
-            if text == "embed":
-                return "embed"
-            try:
-                layer = int(text)
-            except ValueError:
-                raise IclnbError(f"layer '{layer}' is not an integer, 'embed' or 'all'") from None
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            try:
-                layer = int(layer)
-            except (TypeError, ValueError):
-                raise IclnbError(f"layer {layer!r} is not an integer, 'embed' or 'all'") from None
-        if not -self.n_layers <= layer < self.n_layers:
-            raise IclnbError(
-                f"layer {layer} is out of range: {self.name} has {self.n_layers} blocks, so layers are 0..{self.n_layers - 1} "
-                f"(or -{self.n_layers}..-1 from the end, or 'embed')"
-            )
-        return layer % self.n_layers
+        return layer_index(layer, self.n_layers, self.name)
 
     def resolve_layers(self, layers) -> list:
-        """Layers as a sorted list of canonical indices (``"embed"`` first).
-
-        Accepts ``"all"``, ``"default"`` (0, L/4, L/2, 3L/4, L-1), a comma-separated string, an int, or a list.
-        """
-        if layers is None or (isinstance(layers, str) and layers.strip() == "default"):
-            return self.default_layers()
-        if isinstance(layers, str):
-            if layers.strip() == "all":
-                return list(range(self.n_layers))
-            parts = [p for p in layers.replace(" ", "").split(",") if p]
-            if not parts:
-                raise IclnbError("layers is empty; give e.g. 'all', 'default' or '0,5,11'")
-            layers = parts
-        elif isinstance(layers, (int, str)):
-            layers = [layers]
-        resolved = {self.layer_index(layer) for layer in layers}
-        return (["embed"] if "embed" in resolved else []) + sorted(x for x in resolved if x != "embed")
+        """Layers as a sorted list of canonical indices (``"embed"`` first): ``"all"``, ``"default"`` (0, L/4, L/2,
+        3L/4, L-1), a comma-separated string, an int, or a list (see :mod:`iclnb.core.layers`)."""
+        return resolve_layers(layers, self.n_layers, self.name)
 
     def default_layers(self) -> list[int]:
-        n = self.n_layers
-        return sorted({0, n // 4, n // 2, (3 * n) // 4, n - 1})
+        return default_layers(self.n_layers)
 
     # ---- provenance -------------------------------------------------------------------------------------------
     def provenance(self) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
 
 
 def as_float_array(x, name: str, *, dtype=np.float64, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from iclnb import graphs
-from iclnb.errors import IclnbError
+from iclnb.core.errors import IclnbError
 from iclnb.experiments.common import default_output_dir, int_list, positive_int
 from iclnb.loo import METRICS, LooEngine
-from iclnb.progress import progress
-from iclnb.seeding import stream
+from iclnb.core.progress import progress
+from iclnb.core.seeding import stream
 from iclnb.stats import bootstrap_ci
 
 CONDITIONS = ("semantic", "unrelated")
@@ -174,7 +174,7 @@ def measure(run, model, conditions, context_lengths, n_trials: int, layers, posi
 
 
 def _jsonish(item):
-    from iclnb.runs import to_jsonable
+    from iclnb.results.run import to_jsonable
 
     return to_jsonable(item)
 
@@ -458,7 +458,7 @@ def results_directory(results_dir="") -> Path:
 
 def start_analysis(experiment: str, params: dict):
     """Open the results directory of an analysis notebook (no model needed); returns the Run."""
-    from iclnb.runs import Run
+    from iclnb.results.run import Run
 
     params = dict(params)
     params["output_dir"] = str(params.get("output_dir") or default_output_dir(experiment))
@@ -467,7 +467,7 @@ def start_analysis(experiment: str, params: dict):
 
 def load_results(results_dir="") -> dict:
     """results.json of a loo / loo_multilayer run (``results_dir`` empty: results/loo_multilayer)."""
-    from iclnb.runs import RESULTS_NAME, read_json
+    from iclnb.results.run import RESULTS_NAME, read_json
 
     directory = results_directory(results_dir)
     path = directory / RESULTS_NAME

@@ -1,0 +1,298 @@
+"""One declaration of each experiment's parameters: name, kind, default, one-line meaning, and the check.
+
+An experiment module declares ``PARAMS = declare(Int("n_contexts", 100, "contexts: ..."), ...)``. From that single
+declaration:
+
+* the notebook's ``parameters`` cell holds exactly these names with these defaults (a test compares them);
+* ``iclnb list`` prints it; ``iclnb run -p NAME VALUE`` converts and checks each value against it before anything
+  starts;
+* :meth:`Declaration.validate` turns the notebook's values into :class:`Values` (checked, normalised: lists parsed,
+  strings stripped) before any model is loaded, and ``config.json`` records every declared parameter.
+
+A default is written once, here. The common parameters (``model``, ``layers``, ``dtype``, ``output_dir``,
+``seed``) are declared once below and reused by every experiment.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from iclnb.core.errors import IclnbError
+from iclnb.core.layers import check_layers_spec
+
+__all__ = ["Param", "Int", "Float", "Bool", "Str", "Choice", "IntList", "StrList", "Layers", "declare",
+           "Declaration", "Values", "MODEL", "LAYERS", "DTYPE", "OUTPUT_DIR", "SEED", "N_BOOT", "N_PERM",
+           "common"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter. ``kind`` is the Python type of its notebook value (int, float, bool, str); ``check`` turns a
+    value of that kind into the normalised value the experiment uses, or raises IclnbError."""
+
+    name: str
+    default: Any
+    help: str
+    kind: type = str
+    check: Callable[[str, Any], Any] | None = field(default=None, compare=False, repr=False)
+    describe: str = ""  # the accepted values in words, for `iclnb list` (e.g. "integer >= 1")
+
+    def normalise(self, value):
+        value = self.coerce(value)
+        return self.check(self.name, value) if self.check else value
+
+    def coerce(self, value):
+        """``value`` as this parameter's kind (a command-line string or a notebook value)."""
+        kind, name = self.kind, self.name
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise IclnbError(f"parameter {name} expects true or false, got {value!r}")
+        if kind is int:
+            if isinstance(value, bool):
+                raise IclnbError(f"parameter {name} expects an integer, got {value!r}")
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            try:
+                return int(str(value).strip())
+            except (TypeError, ValueError):
+                raise IclnbError(f"parameter {name} expects an integer, got {value!r}") from None
+        if kind is float:
+            if isinstance(value, bool):
+                raise IclnbError(f"parameter {name} expects a number, got {value!r}")
+            try:
+                return float(str(value).strip()) if isinstance(value, str) else float(value)
+            except (TypeError, ValueError):
+                raise IclnbError(f"parameter {name} expects a number, got {value!r}") from None
+        if isinstance(value, (list, tuple)):  # a list given for a comma-separated string parameter
+            return ",".join(str(v).strip() for v in value)
+        if value is None:
+            return ""
+        return str(value).strip()
+
+    @property
+    def kind_name(self) -> str:
+        return self.kind.__name__
+
+
+def _range_check(kind, minimum=None, maximum=None):
+    def check(name, value):
+        if kind is float and not math.isfinite(value):
+            raise IclnbError(f"parameter {name} must be a finite number, got {value}")
+        if minimum is not None and value < minimum:
+            raise IclnbError(f"parameter {name} must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise IclnbError(f"parameter {name} must be at most {maximum}, got {value}")
+        return value
+    return check
+
+
+def _bounds(minimum, maximum) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" >= {minimum}"
+    return f" <= {maximum}" if maximum is not None else ""
+
+
+def Int(name, default, help, min=1, max=None) -> Param:  # noqa: A002
+    return Param(name, default, help, int, _range_check(int, min, max), f"integer{_bounds(min, max)}")
+
+
+def Float(name, default, help, min=None, max=None) -> Param:  # noqa: A002
+    return Param(name, default, help, float, _range_check(float, min, max), f"number{_bounds(min, max)}")
+
+
+def Bool(name, default, help) -> Param:
+    return Param(name, default, help, bool, None, "true or false")
+
+
+def Str(name, default, help, check=None, describe="text") -> Param:
+    return Param(name, default, help, str, check, describe)
+
+
+def Choice(name, default, help, options) -> Param:
+    options = tuple(options)
+
+    def check(n, value):
+        if value not in options:
+            raise IclnbError(f"parameter {n} must be one of {', '.join(map(str, options))}; got {value!r}")
+        return value
+    return Param(name, default, help, str, check, "one of " + ", ".join(map(str, options)))
+
+
+def _split(value) -> list[str]:
+    return [p.strip() for p in str(value).replace(" ", ",").split(",") if p.strip()]
+
+
+def IntList(name, default, help, min=1, max=None, unique_sorted=True) -> Param:  # noqa: A002
+    """A comma-separated list of integers ("10,20,50"); normalised to a sorted list without repeats."""
+    bound = _range_check(int, min, max)
+
+    def check(n, value):
+        parts = _split(value)
+        if not parts:
+            raise IclnbError(f"parameter {n} is empty; give comma-separated integers such as 10,20,50")
+        out = []
+        for part in parts:
+            try:
+                number = int(part)
+            except ValueError:
+                raise IclnbError(f"parameter {n} expects comma-separated integers, got {part!r} in {value!r}") from None
+            out.append(bound(n, number))
+        return sorted(set(out)) if unique_sorted else out
+    return Param(name, default, help, str, check, f"comma-separated integers{_bounds(min, max)}")
+
+
+def StrList(name, default, help, options=None, allow_empty=False) -> Param:
+    """A comma-separated list of names; with ``options``, a subset of them (order kept, repeats dropped)."""
+    def check(n, value):
+        parts = list(dict.fromkeys(_split(value)))
+        if not parts and not allow_empty:
+            raise IclnbError(f"parameter {n} is empty; give comma-separated names"
+                             + (f" from {', '.join(options)}" if options else ""))
+        if options is not None:
+            bad = [p for p in parts if p not in options]
+            if bad:
+                raise IclnbError(f"parameter {n} must be a comma-separated subset of {', '.join(options)}; "
+                                 f"got {', '.join(bad)}")
+        return parts
+    describe = "comma-separated subset of " + ", ".join(options) if options else "comma-separated names"
+    return Param(name, default, help, str, check, describe)
+
+
+def Layers(default="default", help="blocks to measure: \"default\" (0, L/4, L/2, 3L/4, L-1), \"all\", or e.g. "
+           "\"0,5,-1\"; negatives count from the end, \"embed\" is the embeddings") -> Param:
+    return Param("layers", default, help, str, lambda n, v: check_layers_spec(v),
+                 "all, default, or comma-separated indices")
+
+
+# ------------------------------------------------------------------------------------------ the common parameters
+
+
+def _dtype_check(name, value):
+    if value not in ("", "float32", "bfloat16", "float16", "float64"):
+        raise IclnbError(f"parameter {name} must be empty (float32 on CPU, bfloat16 on GPU) or one of float32, "
+                         f"bfloat16, float16, float64; got {value!r}")
+    return value
+
+
+def _model_check(name, value):
+    if not value:
+        raise IclnbError(f"parameter {name} is empty; give an embedded model name (gemma-3-270m, smollm2-135m), a "
+                         f"Hugging Face id or a local directory")
+    return value
+
+
+MODEL = Str("model", "gemma-3-270m", "embedded model name, Hugging Face id, or local directory", _model_check,
+            "model name or directory")
+LAYERS = Layers()
+DTYPE = Str("dtype", "", "empty: float32 on CPU, bfloat16 on GPU; or float32, bfloat16, float16", _dtype_check,
+            "empty, float32, bfloat16, float16 or float64")
+OUTPUT_DIR = Str("output_dir", "", "empty: results/<notebook>", None, "directory")
+SEED = Int("seed", 42, "run seed; every random draw comes from a stream derived from it", min=0)
+N_BOOT = Int("n_boot", 1000, "bootstrap resamples for confidence intervals", min=100)
+N_PERM = Int("n_perm", 1000, "permutations for p-values", min=100)
+
+
+def common(layers: str = "default") -> tuple[Param, ...]:
+    """The parameters every model-running experiment shares, in the order notebooks list them."""
+    return (MODEL, Layers(layers) if layers != LAYERS.default else LAYERS)
+
+
+def run_parameters() -> tuple[Param, ...]:
+    """The parameters that close every parameters cell: where to write, in which dtype, from which seed."""
+    return (OUTPUT_DIR, DTYPE, SEED)
+
+
+# ------------------------------------------------------------------------------------------ declaration and values
+
+
+class Values:
+    """Checked, normalised parameter values with attribute access (``p.n_contexts``); ``dict(p)`` gives them all."""
+
+    def __init__(self, values: dict):
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no parameter {name!r}; parameters: {', '.join(self._values)}") from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("parameter values are read-only; change them in the parameters cell")
+
+    def __iter__(self):
+        return iter(self._values.items())
+
+    def __getitem__(self, name):
+        return self._values[name]
+
+    def __contains__(self, name):
+        return name in self._values
+
+    def __repr__(self):
+        return "Values(" + ", ".join(f"{k}={v!r}" for k, v in self._values.items()) + ")"
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """The ordered parameters of one experiment."""
+
+    params: tuple[Param, ...]
+
+    def __post_init__(self):
+        names = [p.name for p in self.params]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"parameters declared twice: {repeated}")
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def __getitem__(self, name) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def __contains__(self, name) -> bool:
+        return name in self.names
+
+    def defaults(self) -> dict:
+        return {p.name: p.default for p in self.params}
+
+    def raw(self, namespace: dict) -> dict:
+        """The declared parameters' values as the notebook holds them (``globals()``), defaults where absent."""
+        return {p.name: namespace.get(p.name, p.default) for p in self.params}
+
+    def validate(self, values: dict) -> Values:
+        """Check every value (unknown names are refused) and return the normalised :class:`Values`."""
+        unknown = sorted(set(values) - set(self.names))
+        if unknown:
+            raise IclnbError(f"unknown parameter(s) {', '.join(unknown)}; valid parameters: {', '.join(self.names)}")
+        return Values({p.name: p.normalise(values.get(p.name, p.default)) for p in self.params})
+
+    def parameters_cell(self) -> str:
+        """The source of the notebook's ``parameters`` cell: one line per parameter with its meaning."""
+        width = max(len(f"{p.name} = {p.default!r}") for p in self.params)
+        lines = []
+        for p in self.params:
+            default = f'"{p.default}"' if isinstance(p.default, str) else repr(p.default)
+            assignment = f"{p.name} = {default}"
+            lines.append(f"{assignment.ljust(width)}  # {p.help}")
+        return "\n".join(lines)
+
+
+def declare(*params: Param) -> Declaration:
+    """An experiment's parameters in the order of its parameters cell (the common ones first, the run ones last)."""
+    return Declaration(tuple(params))

@@ -1,0 +1,50 @@
+"""Perturbations of a walk: block permutation (same-cluster runs kept, their order shuffled), full shuffle, and
+the count of steps that are not graph edges."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from iclnb.core.errors import IclnbError
+from iclnb.graphs.graph import Graph, _check_rng
+from iclnb.graphs.walks import _check_adjacency_override, _check_walk, is_bridge
+
+def cluster_runs(graph: Graph, walk, labeling: str = "cluster") -> list[np.ndarray]:
+    """The walk split into maximal runs of consecutive positions in the same cluster."""
+    walk = _check_walk(graph, walk)
+    if walk.size == 0:
+        return []
+    starts = np.flatnonzero(is_bridge(graph, walk, labeling))
+    return np.split(walk, starts)
+
+
+def block_permute(graph: Graph, walk, rng: np.random.Generator, labeling: str = "cluster") -> np.ndarray:
+    """The walk with its maximal same-cluster runs kept intact and their order shuffled.
+
+    Adjacent runs in the result may share a cluster and junctions need not be graph edges
+    (:func:`non_edge_steps` counts them).
+    """
+    rng = _check_rng(rng)
+    runs = cluster_runs(graph, walk, labeling)
+    if not runs:
+        return np.zeros(0, dtype=np.int64)
+    order = rng.permutation(len(runs))
+    return np.concatenate([runs[k] for k in order])
+
+
+def full_shuffle(walk, rng: np.random.Generator) -> np.ndarray:
+    """The walk's positions in a uniformly random order."""
+    rng = _check_rng(rng)
+    walk = np.asarray(walk)
+    if walk.ndim != 1:
+        raise IclnbError(f"a walk must be a 1-D sequence of node indices, got shape {walk.shape}")
+    return rng.permutation(walk)
+
+
+def non_edge_steps(graph: Graph, walk, adjacency: np.ndarray | None = None) -> int:
+    """Number of consecutive position pairs that are not joined by an edge (e.g. junctions of a permuted walk)."""
+    walk = _check_walk(graph, walk)
+    adjacency = _check_adjacency_override(graph, adjacency)
+    if walk.size < 2:
+        return 0
+    return int(np.sum(adjacency[walk[:-1], walk[1:]] == 0))

@@ -1,0 +1,125 @@
+"""Reading a results directory back: its config, its results (``null`` -> NaN where numbers are expected), its
+tables, and layer spellings resolved against the model that made it.
+
+    r = iclnb.results.load("results/loo_multilayer")
+    r.experiment, r.params["n_contexts"], r.layers          # what ran
+    r.layer(-1)                                             # "layer_17": the key of the last block
+    r.table("bridge_anchor")                                # a tidy DataFrame stored in results.json
+    r.csv("influence")                                      # raw_data/influence.csv
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from iclnb.core.errors import IclnbError
+from iclnb.core.layers import layer_index, layer_key
+from iclnb.core.paths import results_dir
+from iclnb.results.io import read_json
+from iclnb.results.run import CONFIG_NAME, RESULTS_NAME
+
+
+@dataclass
+class RunResults:
+    """A finished run: ``config`` (config.json), ``document`` (results.json), and accessors."""
+
+    dir: Path
+    config: dict
+    document: dict
+
+    @property
+    def experiment(self) -> str:
+        return self.config.get("experiment")
+
+    @property
+    def params(self) -> dict:
+        return self.config.get("params") or {}
+
+    @property
+    def model(self) -> str:
+        return self.document.get("model")
+
+    @property
+    def results(self) -> dict:
+        return self.document.get("results") or {}
+
+    @property
+    def n_blocks(self) -> int | None:
+        return (self.config.get("model") or {}).get("n_layers")
+
+    @property
+    def layers(self) -> list:
+        """The measured layers (canonical), from the ``layer_<k>`` keys of the results or their ``layers`` list."""
+        if "layers" in self.results:
+            return list(self.results["layers"])
+        keys = [k[len("layer_"):] for k in self.results if k.startswith("layer_")]
+        return sorted((int(k) if k.lstrip("-").isdigit() else k for k in keys), key=lambda x: (x != "embed", str(x).zfill(6)))
+
+    def layer(self, spec) -> str:
+        """The results key (``layer_<k>``) of a layer spelled as the user likes: 17, -1, "-2", "embed", "layer_3".
+        Negative indices count from the end of the model (its block count is in config.json), as everywhere."""
+        n = self.n_blocks
+        if n is None:
+            raise IclnbError(f"{self.dir}/config.json does not record the model's block count; give a layer index "
+                             f"from {self.layers}")
+        canonical = layer_index(spec, n, self.model or "the model")
+        if canonical not in self.layers:
+            raise IclnbError(f"layer {spec!r} (block {canonical}) was not measured in {self.dir}; measured layers: "
+                             f"{', '.join(map(str, self.layers))}")
+        return layer_key(canonical)
+
+    def layer_number(self, spec):
+        """Like :meth:`layer` but the canonical index itself (an int, or "embed")."""
+        key = self.layer(spec)[len("layer_"):]
+        return int(key) if key.lstrip("-").isdigit() else key
+
+    def table(self, name: str):
+        """A table stored in results.json as a list of records, as a DataFrame (``null`` -> NaN)."""
+        import pandas as pd
+
+        if name not in self.results:
+            raise IclnbError(f"{self.dir} ({self.experiment}) holds no table {name!r}; it holds: "
+                             f"{', '.join(sorted(self.results))}")
+        return _numeric(pd.DataFrame.from_records(self.results[name]))
+
+    def csv(self, name: str):
+        """``raw_data/<name>.csv`` as a DataFrame."""
+        import pandas as pd
+
+        path = self.dir / "raw_data" / f"{name}.csv"
+        if not path.is_file():
+            raise IclnbError(f"{path} is missing; the run in {self.dir} did not write a {name} table")
+        return pd.read_csv(path)
+
+
+def _numeric(table):
+    """Columns whose values are numbers or null (stored as ``null`` in JSON) as float, with NaN."""
+    import numbers
+
+    for column in table.columns:
+        if table[column].dtype == object:
+            values = table[column].dropna()
+            if len(values) == 0 or all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+                table[column] = table[column].astype(float)
+    return table
+
+
+def load(directory, experiment: str | tuple[str, ...] | None = None, default: str | None = None) -> RunResults:
+    """Read a finished run (``directory`` as a user names it: see :func:`iclnb.core.paths.results_dir`).
+
+    ``experiment``: the experiment(s) whose results are expected; another one is refused with a message that says
+    how to produce the right one. ``default``: the experiment whose results root directory an empty name means.
+    """
+    path = results_dir(directory, default)
+    if not (path / RESULTS_NAME).is_file():
+        hint = f" (run `iclnb run {default or experiment} -o {path}` first)" if (default or experiment) else ""
+        state = "has not finished" if (path / CONFIG_NAME).is_file() else "is not a results directory"
+        raise IclnbError(f"{path} {state}: it holds no {RESULTS_NAME}{hint}")
+    config = read_json(path / CONFIG_NAME) if (path / CONFIG_NAME).is_file() else {}
+    document = read_json(path / RESULTS_NAME)
+    result = RunResults(path, config, document)
+    wanted = (experiment,) if isinstance(experiment, str) else experiment
+    if wanted and result.experiment not in wanted:
+        raise IclnbError(f"{path} holds a {result.experiment} run; this needs the results of {' or '.join(wanted)}")
+    return result
