@@ -80,6 +80,27 @@ def _kernel_and_language(path: Path) -> tuple[str | None, str | None]:
     return kernel, None if has_language else "python"
 
 
+def _kernel_manager_class():
+    """A kernel manager that talks to its kernel over unix sockets in a private directory: no TCP ports opened, and
+    no warning about unencrypted TCP in every run's log."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    sockets = tempfile.mkdtemp(prefix="iclnb-kernel-")
+    atexit.register(shutil.rmtree, sockets, ignore_errors=True)
+
+    class LocalSocketKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = str(Path(sockets) / "kernel")
+
+    return LocalSocketKernelManager
+
+
 def _listing(directory: Path) -> list[str]:
     files = []
     for p in sorted(directory.rglob("*")):
@@ -167,7 +188,8 @@ def cmd_run(args) -> int:
         # record per chunk, breaking carriage-return progress lines)
         papermill.execute_notebook(str(nb_path), str(target), parameters=parameters, kernel_name=kernel,
                                    language=language, progress_bar=False, log_output=False, stdout_file=sys.stdout,
-                                   stderr_file=sys.stderr, cwd=str(nb_path.parent))
+                                   stderr_file=sys.stderr, cwd=str(nb_path.parent),
+                                   kernel_manager_class=_kernel_manager_class())
     except PapermillExecutionError as e:
         kept = _keep_failed(target, out_nb, finished)
         print(f"{PROG}: error: {exp.name} failed: {e.ename}: {e.evalue}", file=sys.stderr)

@@ -1,51 +1,71 @@
-"""`iclnb list | run | status` on a tiny notebook generated here (no model)."""
+"""`iclnb list | run | status` on a tiny experiment generated here (a module and its notebook; no model)."""
 
 import os
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
+import iclnb.experiments
 from iclnb import cli
-from iclnb.results.run import Run, read_json
+from iclnb.experiments import Experiment
+from iclnb.results.io import read_json
+from iclnb.results.run import Run
 
-PARAMS = '''\
-n: int = 3  # number of work units
-name = "x"  # a label
-ratio = 0.5
-flag = False
-layers = [0, 5]  # which layers
-output_dir = None
+MODULE = '''\
+from iclnb.experiments.params import Bool, Float, Int, IntList, Str, OUTPUT_DIR, declare
+PARAMS = declare(Int("n", 3, "number of work units"), Str("name", "x", "a label"),
+                 Float("ratio", 0.5, "a ratio", min=0.0), Bool("flag", False, "a flag"),
+                 IntList("layers", "0,5", "which layers", min=0), OUTPUT_DIR)
+PRESETS = {"tiny_big": {"n": 6}}
 '''
 
 BODY = '''\
+import tiny
 from iclnb.core.errors import IclnbError
-from iclnb.results.run import Run
-if name == "boom":
+from iclnb.experiments import start
+p, run, _ = start(tiny, globals())
+if p.name == "boom":
     raise IclnbError("name 'boom' is reserved; pass another name")
-run = Run.open(output_dir, "tiny", dict(n=n, name=name, ratio=ratio, flag=flag, layers=layers, output_dir=output_dir))
-done = run.checkpoint("units", total=n, every_s=0)
-for i in range(n):
+import os
+if os.environ.get("TINY_FAIL"):
+    raise RuntimeError("failing on purpose")
+done = run.checkpoint("units", total=p.n, every_s=0)
+for i in range(p.n):
     if i not in done:
-        done[i] = i * ratio
+        done[i] = i * p.ratio
 print("units done:", len(done))
-run.finish({"sum": sum(done[i] for i in range(n)), "layers": layers, "flag": flag, "name": name}, model="none")
+run.finish({"sum": sum(done[i] for i in range(p.n)), "layers": p.layers, "flag": p.flag, "name": p.name}, model="none")
 '''
 
 
 @pytest.fixture
 def notebooks(tmp_path, monkeypatch):
+    """A tiny experiment: module ``tiny`` (with a preset ``tiny_big``) and ``notebooks/tiny.ipynb``; the
+    registry lists only it."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "tiny.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(code))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(code), str(Path(cli.__file__).resolve().parents[1])]))
     directory = tmp_path / "notebooks"
     directory.mkdir()
+    import tiny  # noqa: F401  (the module the kernel will import)
+
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    sys.modules.pop("tiny", None)
+    import importlib
+
+    declaration = importlib.import_module("tiny").PARAMS
     nb.cells = [nbformat.v4.new_markdown_cell("# tiny"),
-                nbformat.v4.new_code_cell(PARAMS, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(declaration.parameters_cell(), metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell(BODY)]
     nbformat.write(nb, directory / "tiny.ipynb")
-    other = nbformat.v4.new_notebook()
-    other.cells = [nbformat.v4.new_code_cell("seed = 42", metadata={"tags": ["parameters"]})]
-    nbformat.write(other, directory / "other.ipynb")
+    experiments = {"tiny": Experiment("tiny", "tiny", "tiny", {}),
+                   "tiny_big": Experiment("tiny_big", "tiny", "tiny", {"n": 6})}
+    monkeypatch.setattr(iclnb.experiments, "registry", lambda: experiments)
     monkeypatch.setenv("ICLNB_NOTEBOOKS", str(directory))
     monkeypatch.setenv("ICLNB_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("ICLNB_PROGRESS", "text")
@@ -60,31 +80,14 @@ def error_line(capsys):
     return err[0]
 
 
-def test_list_shows_parameters(notebooks, capsys):
+def test_list_shows_the_declarations(notebooks, capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "tiny" in out and "other" in out
-    assert "n " in out and "int" in out and "number of work units" in out
-    assert "layers" in out and "[0, 5]" in out and "which layers" in out
-
-
-def test_value_conversion():
-    spec = lambda default, t="None": {"default": default, "inferred_type_name": t}  # noqa: E731
-    assert cli.convert_value("n", "7", spec("3")) == 7
-    assert cli.convert_value("n", "7", spec("None", "int")) == 7
-    assert cli.convert_value("r", "0.25", spec("0.5")) == 0.25
-    assert cli.convert_value("f", "true", spec("False")) is True
-    assert cli.convert_value("f", "0", spec("True")) is False
-    assert cli.convert_value("s", "0,5", spec('"all"')) == "0,5"  # a str default keeps strings as strings
-    assert cli.convert_value("layers", "0,5,11", spec("[0, 5]")) == [0, 5, 11]
-    assert cli.convert_value("layers", "all", spec("[0, 5]")) == "all"
-    assert cli.convert_value("layers", "7", spec("[0, 5]")) == [7]
-    assert cli.convert_value("models", "a,b", spec('["gemma-3-270m"]')) == ["a", "b"]
-    assert cli.convert_value("x", "3", spec("None")) == 3
-    with pytest.raises(cli.UsageError, match="parameter n_contexts expects an integer, got 'abc'"):
-        cli.convert_value("n_contexts", "abc", spec("100"))
-    with pytest.raises(cli.UsageError, match="expects true or false"):
-        cli.convert_value("f", "maybe", spec("False"))
+    assert "tiny\n" in out and "tiny_big  (notebook tiny with other defaults)" in out
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert "n int = 3 # number of work units [integer >= 1]" in lines
+    assert "n int = 6 # number of work units [integer >= 1]" in lines  # the preset's default
+    assert 'layers str = "0,5" # which layers [comma-separated integers >= 0]' in lines
 
 
 def test_run_succeeds_then_status(notebooks, tmp_path, capsys):
@@ -96,6 +99,7 @@ def test_run_succeeds_then_status(notebooks, tmp_path, capsys):
     assert "units done: 4" in captured.out  # the kernel's output streams through
     doc = read_json(out / "results.json")
     assert doc["results"] == {"sum": 3.0, "layers": [1, 2], "flag": True, "name": "x"}
+    assert read_json(out / "config.json")["params"]["layers"] == [1, 2]
     assert read_json(out / "config.json")["params"]["output_dir"] == str(out)
     assert (out / "tiny.ipynb").exists() and not (out / ".lock").exists()
 
@@ -111,6 +115,18 @@ def test_run_succeeds_then_status(notebooks, tmp_path, capsys):
     assert (out / "tiny.ipynb").stat().st_mtime_ns == before
 
 
+def test_a_failed_rerun_never_overwrites_a_finished_notebook(notebooks, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert cli.main(["run", "tiny", "-o", str(out)]) == 0
+    finished = (out / "tiny.ipynb").read_bytes()
+    capsys.readouterr()
+    monkeypatch.setenv("TINY_FAIL", "1")  # the same parameters, but this time the notebook fails
+    assert cli.main(["run", "tiny", "-o", str(out)]) == 1
+    assert "the executed notebook with the full traceback is at " + str(out / "tiny.failed.ipynb") in \
+        capsys.readouterr().err
+    assert (out / "tiny.ipynb").read_bytes() == finished
+
+
 def test_failure_inside_notebook(notebooks, tmp_path, capsys):
     out = tmp_path / "boom"
     assert cli.main(["run", "tiny", "-p", "name", "boom", "-o", str(out)]) == 1
@@ -120,10 +136,13 @@ def test_failure_inside_notebook(notebooks, tmp_path, capsys):
     assert (out / "tiny.ipynb").exists()
 
 
-def test_default_output_dir(notebooks, tmp_path, monkeypatch):
-    assert cli.results_root() == tmp_path / "results"
+def test_one_results_root_honours_iclnb_results(notebooks, tmp_path, monkeypatch):
+    from iclnb.core import paths
+
+    assert paths.results_root() == tmp_path / "results"
+    assert paths.default_output_dir("tiny") == tmp_path / "results" / "tiny"
     monkeypatch.delenv("ICLNB_RESULTS")
-    assert cli.results_root() == notebooks.parent / "results"
+    assert paths.results_root() == Path(cli.__file__).resolve().parents[1] / "results"
 
 
 def test_bad_int_value(notebooks, tmp_path, capsys):
@@ -136,13 +155,28 @@ def test_unknown_parameter(notebooks, tmp_path, capsys):
     assert cli.main(["run", "tiny", "-p", "bogus", "1", "-o", str(tmp_path / "o")]) == 2
     line = error_line(capsys)
     assert "unknown parameter 'bogus'" in line and "n, name, ratio, flag, layers" in line
+
+
+def test_every_parameter_is_checked_before_anything_starts(notebooks, tmp_path, capsys):
+    assert cli.main(["run", "tiny", "-p", "ratio", "-1", "-o", str(tmp_path / "o")]) == 2
+    assert error_line(capsys) == "iclnb: error: parameter ratio must be at least 0.0, got -1.0"
+    assert cli.main(["run", "tiny", "-p", "layers", "1,x", "-o", str(tmp_path / "o")]) == 2
+    assert "parameter layers expects comma-separated integers, got 'x'" in error_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_preset_runs_the_notebook_with_its_defaults(notebooks, tmp_path, capsys):
+    out = tmp_path / "big"
+    assert cli.main(["run", "tiny_big", "-o", str(out)]) == 0
+    assert "units done: 6" in capsys.readouterr().out
+    assert (out / "tiny_big.ipynb").exists() and read_json(out / "config.json")["params"]["n"] == 6
     assert not (tmp_path / "o").exists()
 
 
 def test_unknown_experiment(notebooks, capsys):
     assert cli.main(["run", "nope"]) == 2
     line = error_line(capsys)
-    assert "unknown experiment 'nope'" in line and "other, tiny" in line
+    assert "unknown experiment 'nope'" in line and "tiny, tiny_big" in line
 
 
 def test_output_path_is_a_file(notebooks, tmp_path, capsys):
@@ -190,20 +224,11 @@ def test_status_of_a_non_results_dir(tmp_path, capsys):
     assert "not a results directory" in error_line(capsys)
 
 
-def test_module_entry_point(notebooks):
+def test_module_entry_point():
     import subprocess
-    import sys
 
     env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parent.parent)}
-    proc = subprocess.run([sys.executable, "-m", "iclnb", "run", "tiny", "-p", "n", "x"], capture_output=True,
-                          text=True, env=env, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "iclnb", "run", "css_basic", "-p", "n_contexts", "x"],
+                          capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "iclnb: error: parameter n expects an integer, got 'x'"
-
-
-def test_notebook_without_kernelspec_runs_on_python3(notebooks, tmp_path, capsys):
-    assert cli.main(["run", "other", "-p", "seed", "1", "-o", str(tmp_path / "o")]) == 0
-    assert "other.ipynb" in capsys.readouterr().out
-    executed = nbformat.read(str(tmp_path / "o" / "other.ipynb"), as_version=4)
-    assert executed.metadata["papermill"]["parameters"]["seed"] == 1
-    assert any("seed = 1" in c.source for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert proc.stderr.strip() == "iclnb: error: parameter n_contexts expects an integer, got 'x'"

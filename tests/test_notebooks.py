@@ -1,9 +1,10 @@
 """Every notebook, executed the way a user would: parameters injected by papermill, cells run by nbval.
 
-Each notebook carries its small test parameters in its metadata (``iclnb.test_parameters``); "{tmp}" in a string
-value is replaced by this test's temporary directory. ``iclnb.test_setup`` lists notebooks to execute first (for the
-analysis notebooks that read another run's results), each as {"notebook", "parameters"}.
-After the run, results.json must exist, be strict JSON, and hold a result for every layer it names.
+Each notebook carries its small test parameters in its metadata (``iclnb.test_parameters``). ``iclnb.test_setup``
+lists runs an analysis notebook reads (``{"experiment", "parameters"}``); "{runs}" in a string value is the directory
+where this session keeps its runs. A run is executed once per session and shared: a setup run with the same
+experiment and parameters as another notebook's own test run is that run, so an upstream notebook is not run twice.
+After each run, results.json must exist, be strict JSON and hold results.
 """
 
 import json
@@ -16,19 +17,13 @@ import nbformat
 import papermill
 import pytest
 
+from iclnb.experiments import find
+
+pytestmark = pytest.mark.slow
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 ALL = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
-
-
-def _params(values: dict, tmp: Path) -> dict:
-    return {k: v.replace("{tmp}", str(tmp)) if isinstance(v, str) else v for k, v in values.items()}
-
-
-def _prepare(name: str, tmp: Path, parameters: dict) -> Path:
-    target = tmp / f"{name}.ipynb"
-    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(target), parameters=parameters,
-                               prepare_only=True, progress_bar=False)
-    return target
+_RUNS: dict = {}
 
 
 def _strict(path: Path):
@@ -37,21 +32,44 @@ def _strict(path: Path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_notebook_runs_under_nbval(name, tmp_path):
-    meta = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).metadata.get("iclnb", {})
-    assert "test_parameters" in meta, f"{name}.ipynb has no iclnb.test_parameters metadata"
-    for step in meta.get("test_setup", []):
-        prepared = _prepare(step["notebook"], tmp_path, _params(step["parameters"], tmp_path))
-        papermill.execute_notebook(str(prepared), str(prepared), progress_bar=False, cwd=str(NOTEBOOKS))
-    out_dir = tmp_path / "results" / name
-    parameters = {"output_dir": str(out_dir), **_params(meta["test_parameters"], tmp_path)}
-    prepared = _prepare(name, tmp_path, parameters)
+def _metadata(notebook: str) -> dict:
+    return nbformat.read(NOTEBOOKS / f"{notebook}.ipynb", as_version=4).metadata.get("iclnb", {})
+
+
+@pytest.fixture(scope="session")
+def runs_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("notebook_runs")
+
+
+def executed(experiment: str, parameters: dict, runs_dir: Path) -> Path:
+    """The results directory of ``experiment`` run under nbval with ``parameters`` (once per session)."""
+    parameters = {k: v.replace("{runs}", str(runs_dir)) if isinstance(v, str) else v for k, v in parameters.items()}
+    key = (experiment, json.dumps(parameters, sort_keys=True))
+    if key in _RUNS:
+        return _RUNS[key]
+    exp = find(experiment)
+    out_dir = Path(parameters.pop("output_dir", "") or runs_dir / f"{experiment}-{len(_RUNS)}")
+    prepared = out_dir.parent / f".{out_dir.name}.ipynb"
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(NOTEBOOKS / f"{exp.notebook}.ipynb"), str(prepared),
+                               parameters={**exp.preset, **parameters, "output_dir": str(out_dir)},
+                               prepare_only=True, progress_bar=False)
     env = {**os.environ, "ICLNB_PROGRESS": "text"}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
                            "--nbval-cell-timeout=600", str(prepared)], capture_output=True, text=True, env=env,
                           cwd=str(NOTEBOOKS))
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    _RUNS[key] = out_dir
+    return out_dir
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_notebook_runs_under_nbval(name, runs_dir):
+    meta = _metadata(name)
+    assert "test_parameters" in meta, f"{name}.ipynb has no iclnb.test_parameters metadata"
+    for step in meta.get("test_setup", []):
+        executed(step["experiment"], step["parameters"], runs_dir)
+    out_dir = executed(name, meta["test_parameters"], runs_dir)
     document = _strict(out_dir / "results.json")
     assert set(document) == {"model", "timestamp", "config", "results"}
     assert document["results"], "results are empty"

@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iclnb.results import run as runs
 from iclnb.core.errors import IclnbError
-from iclnb.results.run import Checkpoint, Run, read_json, to_jsonable, write_json
+from iclnb.results import io as results_io
+from iclnb.results import run as runs
+from iclnb.results.io import read_json, to_jsonable, write_json
+from iclnb.results.run import Checkpoint, Run
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
 
@@ -94,7 +96,7 @@ def test_atomic_write_keeps_old_file_when_rename_fails(tmp_path, monkeypatch):
     def broken(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(runs.os, "replace", broken)
+    monkeypatch.setattr(results_io.os, "replace", broken)
     with pytest.raises(OSError):
         write_json(path, {"ok": 2})
     monkeypatch.undo()
@@ -120,7 +122,7 @@ def test_open_writes_config_and_finish_writes_results(tmp_path):
     run.record_model({"name": "tiny", "n_layers": np.int64(2)})
     run.record_model({"dtype": "float32"})
     assert read_json(out / "config.json")["model"] == {"name": "tiny", "n_layers": 2, "dtype": "float32"}
-    assert run.figure_path("phi", "html") == out / "figures" / "phi.html"
+    assert run.figures_dir == out / "figures"
     assert run.raw_data_dir.is_dir()
     path = run.finish({"layer_0": {"phi": np.array([1.0, np.nan])}}, model="tiny")
     doc = read_json(path)
@@ -171,11 +173,48 @@ def test_a_run_that_did_no_work_can_be_started_over(tmp_path):
         Run.open(out, "demo", {"layers": "all"})
 
 
-def test_same_process_reacquires_its_lock(tmp_path):
+def test_same_process_reacquires_its_lock_and_keeps_it_until_the_last_run_closes(tmp_path):
+    lock = tmp_path / "run" / ".lock"
     first = Run.open(tmp_path / "run", "demo", {"n": 1})
     second = Run.open(tmp_path / "run", "demo", {"n": 1})  # a JupyterLab kernel rerunning the notebook
+    assert runs.lock_holder(tmp_path / "run")["pid"] == os.getpid()
     second.close()
+    assert lock.exists(), "closing the second Run released the lock the first still holds"
     first.close()
+    assert not lock.exists()
+
+
+def test_files_are_written_with_the_umask_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        results_io.write_text(tmp_path / "b.txt", "hello")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_run_saves_tables_arrays_and_figures_through_one_writer(tmp_path):
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    run = Run.open(tmp_path / "run", "demo", {"n": 1})
+    table = pd.DataFrame({"a": [1.0, np.nan], "b": ["x", "y"]})
+    assert run.save_table(table, "t") is table
+    back = pd.read_csv(tmp_path / "run" / "raw_data" / "t.csv")
+    assert back["b"].tolist() == ["x", "y"] and np.isnan(back["a"][1])
+    run.save_arrays("arr", x=np.arange(3))
+    with np.load(tmp_path / "run" / "raw_data" / "arr.npz", allow_pickle=False) as f:
+        assert f["x"].tolist() == [0, 1, 2]
+    with pytest.raises(TypeError, match="pickling"):
+        run.save_arrays("bad", x=np.array([object()]))
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
+    assert run.save_figure(fig, "f") is fig
+    assert (tmp_path / "run" / "figures" / "f.html").exists()
+    with pytest.raises(IclnbError, match="may use only"):
+        run.save_table(table, "../escape")
+    run.close()
 
 
 def test_live_lock_refuses_a_second_run(tmp_path):
