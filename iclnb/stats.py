@@ -1,4 +1,4 @@
-"""Uncertainty for every reported number (SPEC section 6): a thin layer over ``scipy.stats``.
+"""Uncertainty for every reported number (docs/methods.md, Statistics): a thin layer over ``scipy.stats``.
 
 * ``bootstrap_ci``: bootstrap confidence intervals (``scipy.stats.bootstrap``) vectorised over all but one axis,
   with NaN samples dropped column by column.

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 
 def iclnb(*args, cwd=None):
     proc = subprocess.run([sys.executable, "-m", "iclnb", *args], capture_output=True, text=True, cwd=cwd,
@@ -21,7 +23,7 @@ def error_lines(stderr):
 def finished(tmp_path_factory):
     """A finished quick css_basic run whose files must survive every bad call below."""
     out = tmp_path_factory.mktemp("runs") / "done"
-    rc, _, err = iclnb("run", "css_basic", "-p", "n_contexts", "3", "-p", "walk_length", "12", "-p", "layers", "0",
+    rc, _, err = iclnb("run", "css_basic", "-p", "n_contexts", "3", "-p", "context_length", "12", "-p", "layers", "0",
                        "-p", "n_boot", "20", "-p", "n_perm", "20", "-o", str(out))
     assert rc == 0, err
     snapshot = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -33,7 +35,7 @@ def finished(tmp_path_factory):
     (["-p", "n_contxts", "3"], 2, "unknown parameter 'n_contxts'"),
     (["-p", "model", "no-such-model-anywhere", "-p", "n_contexts", "2"], 1, "cannot load model 'no-such-model-anywhere'"),
     (["-p", "layers", "0,40", "-p", "n_contexts", "2"], 1, "layer 40 is out of range: gemma-3-270m has 18 blocks"),
-    (["-p", "walk_length", "40000", "-p", "n_contexts", "2"], 1, "more than the 32768 gemma-3-270m can read"),
+    (["-p", "context_length", "40000", "-p", "n_contexts", "2"], 1, "more than the 32768 gemma-3-270m can read"),
 ])
 def test_bad_parameters_give_one_clear_line(tmp_path, args, rc_expected, message):
     rc, _, err = iclnb("run", "css_basic", *args, "-o", str(tmp_path / "bad"))

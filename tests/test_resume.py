@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 CASES = {
-    "css_basic": ["-p", "n_contexts", "12", "-p", "walk_length", "12", "-p", "layers", "0,-1", "-p", "batch_size", "2",
+    "css_basic": ["-p", "n_contexts", "12", "-p", "context_length", "12", "-p", "layers", "0,-1", "-p", "batch_size", "2",
                   "-p", "n_boot", "20", "-p", "n_perm", "20"],
-    "loo_multilayer": ["-p", "context_lengths", "6,9", "-p", "n_trials", "3", "-p", "layers", "0,8,-1",
+    "loo_multilayer": ["-p", "context_lengths", "6,9", "-p", "n_contexts", "3", "-p", "layers", "0,8,-1",
                        "-p", "n_boot", "50"],
 }
 

@@ -1,4 +1,4 @@
-"""Progress bars: widgets in JupyterLab, plain text in terminals and in papermill logs (SPEC section 9).
+"""Progress bars: widgets in JupyterLab, plain text in terminals and in papermill logs (see the README).
 
 ``tqdm.auto`` picks the widget bar in any IPython kernel, including one that papermill (nbclient) runs headless,
 where no frontend draws widgets and the log would show nothing. Kernels started by nbclient (papermill,

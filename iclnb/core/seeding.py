@@ -1,4 +1,4 @@
-"""Independent, named random streams derived from one run seed (SPEC section 1, Randomness).
+"""Independent, named random streams derived from one run seed (docs/methods.md, Randomness).
 
 Each purpose (the graph, the walks, a permutation, an injection, ...) gets its own ``numpy.random.Generator``
 derived from ``(seed, purpose, *indices)``, so adding draws to one purpose never shifts another's, and trial 7's

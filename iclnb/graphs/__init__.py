@@ -1,4 +1,4 @@
-"""Graph families and walk samplers (SPEC section 2).
+"""Graph families and walk samplers (docs/methods.md).
 
 Every generator returns a :class:`Graph`: ``n`` nodes, a symmetric 0/1 adjacency with zero diagonal, one word per
 node, zero or more labelings (cluster ids per node) and, for clustered families, a hierarchy distance used by

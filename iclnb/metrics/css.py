@@ -1,4 +1,4 @@
-"""Context Sensitivity Score (SPEC section 5): how a token's loss co-varies with a context's structure.
+"""Context Sensitivity Score (docs/methods.md): how a token's loss co-varies with a context's structure.
 
 CSS(z, Φ) = −Cov_contexts(ℓ(z), Φ): the population covariance (ddof=0), across K contexts (fresh walks on one fixed
 graph), between the loss of token z and the structural metric Φ of that context, negated, so that a positive CSS means

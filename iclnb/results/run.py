@@ -1,4 +1,4 @@
-"""The results directory of one run (SPEC section 8): config and provenance, strict atomic JSON, checkpoints, a lock.
+"""The results directory of one run: config and provenance, strict atomic JSON, checkpoints, a lock.
 
 A notebook opens its run first and finishes it last::
 
