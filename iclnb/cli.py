@@ -261,7 +261,11 @@ def status_report(directory) -> list[str]:
     if holder is not None:
         state = f"running (pid {holder.get('pid')} on {holder.get('host')})"
     elif (directory / RESULTS_NAME).is_file() and prov.get("finished"):
-        state = "finished"
+        try:
+            read_json(directory / RESULTS_NAME)
+            state = "finished"
+        except IclnbError:
+            state = f"damaged: {RESULTS_NAME} is not valid JSON (rerun the same command to recompute it)"
     else:
         state = "stopped (rerun the same command to resume)"
     started = _parse_time(prov.get("started"))
@@ -318,8 +322,11 @@ def status_report(directory) -> list[str]:
 
 
 def cmd_status(args) -> int:
-    for line in status_report(args.directory):
-        print(line)
+    try:
+        for line in status_report(args.directory):
+            print(line, flush=True)
+    except BrokenPipeError:  # `iclnb status DIR | head -3`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -351,3 +351,19 @@ def test_save_figure_without_browser_writes_html_and_warns_once(tmp_path, monkey
     html = (tmp_path / "figures" / "a.html").read_text()
     assert 'src="plotly.min.js"' in html and "cdn" not in html.lower()
     assert (tmp_path / "figures" / "plotly.min.js").stat().st_size > 1_000_000
+
+
+def test_a_checkpoint_made_with_other_parameters_is_never_reused(tmp_path):
+    out = tmp_path / "run"
+    run = Run.open(out, "demo", {"context_length": 20})
+    run.checkpoint("contexts", total=2, every_s=0)["0"] = {"walk": [1, 2]}
+    run.close()
+    (out / "config.json").unlink()  # the directory no longer says which parameters made its checkpoint
+    run = Run.open(out, "demo", {"context_length": 30})
+    with pytest.raises(IclnbError, match="checkpoint_contexts.json was made by a run with other parameters"):
+        run.checkpoint("contexts", total=2)
+    run.close()
+    (out / "config.json").unlink()
+    run = Run.open(out, "demo", {"context_length": 20})  # the parameters that made it: resumed
+    assert run.checkpoint("contexts", total=2)["0"] == {"walk": [1, 2]}
+    run.close()

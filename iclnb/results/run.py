@@ -258,14 +258,21 @@ class Checkpoint(Mapping):
     when ``every_s`` seconds passed since the last write (``every_s=0``: every item); :meth:`flush` writes now.
     """
 
-    def __init__(self, path, name: str, total: int | None = None, every_s: float = 30.0):
+    def __init__(self, path, name: str, total: int | None = None, every_s: float = 30.0,
+                 fingerprint: str | None = None):
         self.path = Path(path)
         self.name = name
         self.total = total
         self.every_s = float(every_s)
+        self.fingerprint = fingerprint
         self._items: dict[str, Any] = {}
         if self.path.exists():
             stored = read_json(self.path)
+            made_by = stored.get("fingerprint")
+            if fingerprint is not None and stored.get("items") and made_by != fingerprint:
+                raise IclnbError(f"{self.path} was made by a run with other parameters (or by an older iclnb), so its "
+                                 f"work cannot be reused; delete it (or the whole directory) or choose another "
+                                 f"output_dir")
             self._items = dict(stored.get("items", {}))
             if total is None:
                 self.total = stored.get("total")
@@ -306,6 +313,7 @@ class Checkpoint(Mapping):
     def flush(self) -> Path:
         write_json(self.path, {
             "name": self.name,
+            "fingerprint": self.fingerprint,
             "total": self.total,
             "done": len(self._items),
             "updated": _now(),
@@ -322,6 +330,16 @@ class Checkpoint(Mapping):
 
 
 # ---------------------------------------------------------------------------------------------------- the run
+
+
+def params_fingerprint(experiment: str, params: dict) -> str:
+    """A short hash of the experiment and its parameters (``output_dir`` aside: a directory may move), stored in
+    every checkpoint so that work done with other parameters is never taken for this run's."""
+    import hashlib
+
+    payload = {k: v for k, v in to_jsonable(params).items() if k != "output_dir"}
+    text = json.dumps([experiment, payload], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -456,7 +474,8 @@ class Run:
         _check_name(name, "checkpoint")
         ck = self._checkpoints.get(name)
         if ck is None:
-            ck = self._checkpoints[name] = Checkpoint(self.dir / f"checkpoint_{name}.json", name, total, every_s)
+            ck = self._checkpoints[name] = Checkpoint(self.dir / f"checkpoint_{name}.json", name, total, every_s,
+                                                      fingerprint=params_fingerprint(self.experiment, self.params))
         elif total is not None:
             ck.total = total
         return ck
