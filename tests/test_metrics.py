@@ -174,12 +174,12 @@ def test_dirichlet_energy_consecutive_variant():
 # ---------------------------------------------------------------------------------------------------- separation
 
 
-def legacy_reference(reps, labels):
-    """The predecessor's Φ written out plainly, cluster by cluster."""
+def legacy_reference(reps, labels, ddof=1):
+    """The predecessor's Φ written out plainly, cluster by cluster (its variance was torch's default, ddof=1)."""
     clusters = sorted(set(labels.tolist()))
     cents = [reps[labels == c].mean(axis=0) for c in clusters]
     between = np.mean([np.sum((cents[a] - cents[b]) ** 2) for a, b in itertools.combinations(range(len(cents)), 2)])
-    within = np.mean([np.mean(np.var(reps[labels == c], axis=0)) for c in clusters])
+    within = np.mean([np.mean(np.var(reps[labels == c], axis=0, ddof=ddof)) for c in clusters])
     within = max(within, 1e-3 * between)
     return between / within
 
@@ -189,8 +189,8 @@ def test_cluster_separation_hand_example():
     labels = np.array([0, 0, 1, 1])
     # unbiased: (100 − 2/2 − 2/2) / ((1 + 1 + 1 + 1) / (4 − 2)) = 98 / 2
     assert cluster_separation(reps, labels) == pytest.approx(49.0)
-    # legacy: 100 / mean(1, 1)
-    assert cluster_separation(reps, labels, variant="legacy") == pytest.approx(100.0)
+    # legacy: 100 / mean(2, 2), each cluster's variance being ((−1)² + 1²) / (2 − 1)
+    assert cluster_separation(reps, labels, variant="legacy") == pytest.approx(50.0)
     assert np.isnan(cluster_separation(reps, np.zeros(4)))
     assert np.isnan(cluster_separation(reps, np.zeros(4), variant="legacy"))
     with pytest.raises(IclnbError, match="labels"):
@@ -209,6 +209,28 @@ def test_cluster_separation_legacy_matches_reference_and_floor():
     reps = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0]]), 3, axis=0)
     assert cluster_separation(reps, np.repeat([0, 1], 3), variant="legacy") == pytest.approx(1000.0)
     assert np.isnan(cluster_separation(reps, np.repeat([0, 1], 3)))  # within-cluster spread 0
+
+
+def test_cluster_separation_legacy_uses_the_unbiased_variance():
+    # three clusters of 20 rows around centres (0, 0), (3, 0), (0, 4); in each dimension half the rows sit at +1 and
+    # half at −1 from the centre, so the per-dimension variance is 20 / 19 with ddof=1 and exactly 1 with ddof=0
+    centres = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    signs = np.column_stack([np.tile([1.0, -1.0], 10), np.repeat([1.0, -1.0], 10)])
+    reps = np.vstack([c + signs for c in centres])
+    labels = np.repeat(np.arange(3), 20)
+    between = (9 + 16 + 25) / 3
+    by_hand = between / (20 / 19)
+    assert legacy_reference(reps, labels) == pytest.approx(by_hand, rel=1e-12)
+    assert legacy_reference(reps, labels, ddof=0) == pytest.approx(between, rel=1e-12)
+    got = cluster_separation(reps, labels, variant="legacy")
+    assert got == pytest.approx(by_hand, rel=1e-12)
+    assert got != pytest.approx(between, rel=1e-3)  # the ddof=0 value, 5% higher
+
+
+def test_cluster_separation_legacy_singleton_is_nan():
+    # torch's unbiased var of a single row is NaN, and so was the predecessor's Φ
+    reps = np.array([[0.0], [2.0], [10.0], [12.0], [50.0]])
+    assert np.isnan(cluster_separation(reps, np.array([0, 0, 1, 1, 2]), variant="legacy"))
 
 
 def test_cluster_separation_noise_unbiased_near_zero_legacy_positive():

@@ -262,9 +262,12 @@ def cluster_separation(reps, labels, *, variant: str = "unbiased") -> float:
 
     ``variant="legacy"`` (the predecessor's). Over all clusters present, with D dimensions::
 
-        B = mean_{a<b} ||μ_a − μ_b||²                       (summed over dimensions)
-        W = mean_a ( mean_{i ∈ a} ||r_i − μ_a||² / D )      (variance averaged over dimensions)
-        Φ = B / max(W, 1e-3 B)                              (so Φ ≤ 1000)
+        B = mean_{a<b} ||μ_a − μ_b||²                            (summed over dimensions)
+        W = mean_a ( Σ_{i ∈ a} ||r_i − μ_a||² / ((n_a − 1) D) )  (ddof=1 variance averaged over dimensions)
+        Φ = B / max(W, 1e-3 B)                                   (so Φ ≤ 1000)
+
+    The variance is torch's default ``var`` (unbiased), which is NaN for a single row, so a cluster with one member
+    makes the legacy Φ NaN, as it did for the predecessor.
 
     Returns NaN with fewer than two clusters or a zero denominator.
     """
@@ -288,7 +291,9 @@ def cluster_separation(reps, labels, *, variant: str = "unbiased") -> float:
         within = ss.sum() / (sizes.sum() - n_clusters)
     else:
         between = mean_pair
-        within = float(np.mean(ss / sizes)) / x.shape[1]
+        if np.any(sizes < 2):
+            return float("nan")
+        within = float(np.mean(ss / (sizes - 1))) / x.shape[1]
         within = max(within, 1e-3 * between)
     if not within > 0:
         return float("nan")
