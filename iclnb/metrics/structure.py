@@ -300,20 +300,33 @@ def cluster_separation(reps, labels, *, variant: str = "unbiased") -> float:
     return float(between / within)
 
 
-def coherence(reps, labels) -> float:
-    """Label coherence of directions: mean over pairs i<j of w_ij · cos(r_i, r_j).
+def coherence(reps, labels, *, variant: str = "centred") -> float:
+    """Label coherence of directions: mean over pairs i<j of w_ij · cos(r_i − r̄, r_j − r̄).
 
-    w_ij = +1 when i and j share a label, −0.5 otherwise. Computed from per-label sums of unit vectors (no n x n
-    matrix): Σ_{i<j same} cos = Σ_c (||Σ_{i∈c} u_i||² − Σ_{i∈c} ||u_i||²) / 2, likewise over all pairs. A zero vector
-    has no direction and counts as cosine 0 with everything. NaN with fewer than two rows.
+    w_ij = +1 when i and j share a label, −0.5 otherwise; r̄ = (1/n) Σ_i r_i is the mean of the rows given (the
+    context's mean word vector). ``variant="legacy"`` (the predecessor's) takes r̄ = 0: uncentred cosines.
+
+    Residual streams share a dominant direction (uncentred cosines of 0.9 and above between unrelated words), so the
+    legacy form is close to mean_{i<j} w_ij, a function of the cluster sizes only; centring removes that direction.
+
+    Computed from per-label sums of unit vectors (no n x n matrix): Σ_{i<j same} cos = Σ_c (||Σ_{i∈c} u_i||² −
+    Σ_{i∈c} ||u_i||²) / 2, likewise over all pairs. A zero vector (after centring: a row equal to the mean) has no
+    direction and counts as cosine 0 with everything. NaN with fewer than two rows.
     """
+    if variant not in ("centred", "legacy"):
+        raise IclnbError(f"variant must be 'centred' or 'legacy', got {variant!r}")
     x = _reps(reps)
     lab = _labels(labels, x.shape[0])
     n = x.shape[0]
     if n < 2:
         return float("nan")
+    tiny = 0.0
+    if variant == "centred":
+        # a row equal to the mean up to rounding is a zero vector, not a direction made of rounding noise
+        tiny = 1e-12 * float(np.linalg.norm(x, axis=1).max())
+        x = x - x.mean(axis=0)
     norms = np.linalg.norm(x, axis=1)
-    u = np.divide(x, norms[:, None], out=np.zeros_like(x), where=norms[:, None] > 0)
+    u = np.divide(x, norms[:, None], out=np.zeros_like(x), where=norms[:, None] > tiny)
     self_dot = np.einsum("ij,ij->i", u, u)
     total = u.sum(axis=0)
     all_pairs = (total @ total - self_dot.sum()) / 2.0
