@@ -3,6 +3,9 @@
 A walk is a list of words; the prompt is the words joined by single spaces. Every occurrence of a word, the first
 included, is encoded in its leading-space form (" apple"), so all occurrences of a word have the same token span.
 The model's BOS token comes first when its tokenizer adds one. Words may span several tokens.
+
+The ids are the tokenizer's own encoding of " " + " ".join(words), or of " ".join(words) for tokenizers with a
+SentencePiece normaliser (Llama-2, Mistral-v0.1), which put the word boundary "▁" before the text themselves.
 """
 
 from __future__ import annotations
@@ -39,12 +42,33 @@ def check_pool(pool: str) -> None:
         raise IclnbError(f"pool must be one of {', '.join(POOLS)}; got '{pool}'")
 
 
+def _adds_boundary_itself(tokenizer, spaced: list[int], bare: list[int]) -> bool:
+    """Whether the bare word's tokens already start with the piece that the leading space becomes.
+
+    A SentencePiece normaliser prepends "▁" and maps spaces to "▁", so " apple" becomes "▁▁apple" (tokens '▁',
+    '▁apple') while "apple" becomes "▁apple", the word's form after a space in the prompt. Byte-level (GPT-2) and
+    gemma tokenizers turn "apple" into 'apple', with no boundary piece. Comparing the token strings, not the ids, keeps
+    this independent of how the pieces happen to be merged.
+    """
+    s = "".join(tokenizer.convert_ids_to_tokens(spaced))
+    b = "".join(tokenizer.convert_ids_to_tokens(bare))
+    marker = s[: len(s) - len(b)]
+    return bool(b) and bool(marker) and s.endswith(b) and b.startswith(marker)
+
+
 def word_token_ids(tokenizer, word: str) -> list[int]:
-    """Token ids of a word in its leading-space form, with no special tokens."""
-    ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+    """Token ids of a word in its leading-space form (as after a space inside the prompt), with no special tokens.
+
+    The encoding of " " + word; for a tokenizer whose normaliser prepends the word boundary itself (SentencePiece,
+    see ``_adds_boundary_itself``) that has a spurious extra "▁", and the encoding of the word alone is used.
+    """
+    ids = list(tokenizer(" " + word, add_special_tokens=False)["input_ids"])
+    bare = list(tokenizer(word, add_special_tokens=False)["input_ids"])
+    if ids != bare and _adds_boundary_itself(tokenizer, ids, bare):
+        ids = bare
     if not ids:
         raise IclnbError(f"the word '{word}' encodes to no tokens")
-    return list(ids)
+    return ids
 
 
 def tokenization_report(tokenizer, words) -> dict:
@@ -63,6 +87,9 @@ def first_token_ids(tokenizer, words) -> list[int]:
 
 def encode_walk(tokenizer, words, max_tokens: int | None = None, add_bos: bool | None = None) -> EncodedWalk:
     """Encode a walk (list of words) with an exact word-to-token-span map.
+
+    The ids are the BOS (if any) followed by ``word_token_ids`` of each word in turn; see the module docstring for
+    the prompt text they encode.
 
     add_bos: prepend the tokenizer's BOS; default: exactly when the tokenizer itself adds one.
     max_tokens: refuse (IclnbError) a walk longer than the model's context instead of truncating it.

@@ -174,12 +174,12 @@ def test_dirichlet_energy_consecutive_variant():
 # ---------------------------------------------------------------------------------------------------- separation
 
 
-def legacy_reference(reps, labels):
-    """The predecessor's Φ written out plainly, cluster by cluster."""
+def legacy_reference(reps, labels, ddof=1):
+    """The predecessor's Φ written out plainly, cluster by cluster (its variance was torch's default, ddof=1)."""
     clusters = sorted(set(labels.tolist()))
     cents = [reps[labels == c].mean(axis=0) for c in clusters]
     between = np.mean([np.sum((cents[a] - cents[b]) ** 2) for a, b in itertools.combinations(range(len(cents)), 2)])
-    within = np.mean([np.mean(np.var(reps[labels == c], axis=0)) for c in clusters])
+    within = np.mean([np.mean(np.var(reps[labels == c], axis=0, ddof=ddof)) for c in clusters])
     within = max(within, 1e-3 * between)
     return between / within
 
@@ -189,8 +189,8 @@ def test_cluster_separation_hand_example():
     labels = np.array([0, 0, 1, 1])
     # unbiased: (100 − 2/2 − 2/2) / ((1 + 1 + 1 + 1) / (4 − 2)) = 98 / 2
     assert cluster_separation(reps, labels) == pytest.approx(49.0)
-    # legacy: 100 / mean(1, 1)
-    assert cluster_separation(reps, labels, variant="legacy") == pytest.approx(100.0)
+    # legacy: 100 / mean(2, 2), each cluster's variance being ((−1)² + 1²) / (2 − 1)
+    assert cluster_separation(reps, labels, variant="legacy") == pytest.approx(50.0)
     assert np.isnan(cluster_separation(reps, np.zeros(4)))
     assert np.isnan(cluster_separation(reps, np.zeros(4), variant="legacy"))
     with pytest.raises(IclnbError, match="labels"):
@@ -209,6 +209,28 @@ def test_cluster_separation_legacy_matches_reference_and_floor():
     reps = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0]]), 3, axis=0)
     assert cluster_separation(reps, np.repeat([0, 1], 3), variant="legacy") == pytest.approx(1000.0)
     assert np.isnan(cluster_separation(reps, np.repeat([0, 1], 3)))  # within-cluster spread 0
+
+
+def test_cluster_separation_legacy_uses_the_unbiased_variance():
+    # three clusters of 20 rows around centres (0, 0), (3, 0), (0, 4); in each dimension half the rows sit at +1 and
+    # half at −1 from the centre, so the per-dimension variance is 20 / 19 with ddof=1 and exactly 1 with ddof=0
+    centres = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    signs = np.column_stack([np.tile([1.0, -1.0], 10), np.repeat([1.0, -1.0], 10)])
+    reps = np.vstack([c + signs for c in centres])
+    labels = np.repeat(np.arange(3), 20)
+    between = (9 + 16 + 25) / 3
+    by_hand = between / (20 / 19)
+    assert legacy_reference(reps, labels) == pytest.approx(by_hand, rel=1e-12)
+    assert legacy_reference(reps, labels, ddof=0) == pytest.approx(between, rel=1e-12)
+    got = cluster_separation(reps, labels, variant="legacy")
+    assert got == pytest.approx(by_hand, rel=1e-12)
+    assert got != pytest.approx(between, rel=1e-3)  # the ddof=0 value, 5% higher
+
+
+def test_cluster_separation_legacy_singleton_is_nan():
+    # torch's unbiased var of a single row is NaN, and so was the predecessor's Φ
+    reps = np.array([[0.0], [2.0], [10.0], [12.0], [50.0]])
+    assert np.isnan(cluster_separation(reps, np.array([0, 0, 1, 1, 2]), variant="legacy"))
 
 
 def test_cluster_separation_noise_unbiased_near_zero_legacy_positive():
@@ -247,26 +269,76 @@ def test_cluster_separation_unbiased_drops_singletons():
 # ---------------------------------------------------------------------------------------------------- coherence
 
 
-def test_coherence_matches_brute_force():
-    rng = np.random.default_rng(6)
-    reps = rng.standard_normal((25, 5))
-    reps[3] = 0.0  # no direction: cosine 0 with everything
-    labels = rng.integers(0, 4, size=25)
+def brute_force_coherence(reps, labels, centre):
+    """mean_{i<j} w_ij cos(r_i − c, r_j − c), one pair at a time."""
     total, pairs = 0.0, 0
-    for i in range(25):
-        for j in range(i + 1, 25):
-            ni, nj = np.linalg.norm(reps[i]), np.linalg.norm(reps[j])
-            cos = 0.0 if ni == 0 or nj == 0 else reps[i] @ reps[j] / (ni * nj)
+    n = len(reps)
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = reps[i] - centre, reps[j] - centre
+            na, nb = np.linalg.norm(a), np.linalg.norm(b)
+            cos = 0.0 if na == 0 or nb == 0 else a @ b / (na * nb)
             total += (1.0 if labels[i] == labels[j] else -0.5) * cos
             pairs += 1
-    assert coherence(reps, labels) == pytest.approx(total / pairs)
+    return total / pairs
+
+
+def test_coherence_matches_brute_force():
+    rng = np.random.default_rng(6)
+    reps = rng.standard_normal((25, 5)) + 2.0
+    reps[3] = 0.0  # no direction: cosine 0 with everything (legacy)
+    labels = rng.integers(0, 4, size=25)
+    mean = np.mean(reps, axis=0)
+    assert coherence(reps, labels) == pytest.approx(brute_force_coherence(reps, labels, mean))
+    assert coherence(reps, labels, variant="legacy") == pytest.approx(brute_force_coherence(reps, labels, 0.0))
     assert np.isnan(coherence(reps[:1], labels[:1]))
+    assert np.isnan(coherence(reps[:1], labels[:1], variant="legacy"))
+    with pytest.raises(IclnbError, match="'centred' or 'legacy'"):
+        coherence(reps, labels, variant="centered")
 
 
 def test_coherence_hand_example():
+    reps = np.array([[1.0, 5.0], [1.0, 5.0], [-1.0, 5.0], [-1.0, 5.0]])
+    labels = ["a", "a", "b", "b"]
+    # centred: (1, 0), (1, 0), (−1, 0), (−1, 0). The two same-label pairs have cos 1 (weight 1), the four others
+    # cos −1 (weight −0.5): (2 + 4 · 0.5) / 6
+    assert coherence(reps, labels) == pytest.approx(2 / 3)
+    # legacy: same-label pairs cos 1, the others cos (−1 + 25) / 26 = 12/13: (2 − 0.5 · 4 · 12/13) / 6 = 1/39
+    assert coherence(reps, labels, variant="legacy") == pytest.approx(1 / 39)
+
     reps = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
-    # pairs: (0,1) same, cos 1 -> +1; (0,2), (1,2) different, cos 0
-    assert coherence(reps, ["a", "a", "b"]) == pytest.approx(1 / 3)
+    # legacy: pairs (0,1) same, cos 1 -> +1; (0,2), (1,2) different, cos 0
+    assert coherence(reps, ["a", "a", "b"], variant="legacy") == pytest.approx(1 / 3)
+    # centred on (1, 1/3): (0, −1/3), (1, −1/3), (−1, 2/3) of norms 1/3, √10/3, √13/3; cosines 1/√10 (same),
+    # −2/√13 and −11/√130 (different)
+    expected = (1 / np.sqrt(10) + 0.5 * 2 / np.sqrt(13) + 0.5 * 11 / np.sqrt(130)) / 3
+    assert coherence(reps, ["a", "a", "b"]) == pytest.approx(expected)
+    # a row equal to the mean has no direction
+    line = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
+    # centred: (−1, 0), 0, (1, 0); only the pair (0, 2), cos −1, different labels, counts: 0.5 / 3
+    assert coherence(line, ["a", "a", "b"]) == pytest.approx(1 / 6)
+
+
+def test_coherence_centred_ignores_a_common_offset_legacy_does_not():
+    rng = np.random.default_rng(16)
+    labels = np.repeat(np.arange(3), 4)
+    reps = rng.standard_normal((12, 6)) + 4.0 * np.eye(6)[labels]  # three clusters
+    direction = rng.standard_normal(6)
+    direction /= np.linalg.norm(direction)
+    # when every cosine is 1 the mean is mean_{i<j} w_ij: 18 same-label pairs, 48 others, 66 in all
+    all_ones = (18 - 0.5 * 48) / 66
+    assert all_ones == pytest.approx(-1 / 11)
+    centred = coherence(reps, labels)
+    assert centred > 0.2  # the clusters do show
+    assert abs(coherence(reps, labels, variant="legacy") - all_ones) > 0.2
+    legacy_gap = []
+    for offset in (10.0, 100.0, 1e4):
+        shifted = reps + offset * direction
+        assert coherence(shifted, labels) == pytest.approx(centred, rel=1e-9)
+        legacy_gap.append(abs(coherence(shifted, labels, variant="legacy") - all_ones))
+    # the legacy value is driven to the all-ones value, which only counts cluster sizes (the defect)
+    assert legacy_gap[0] > legacy_gap[1] > legacy_gap[2]
+    assert legacy_gap[2] < 1e-5
 
 
 # ---------------------------------------------------------------------------------------------------- geometry

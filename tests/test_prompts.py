@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders, processors, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, decoders, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from iclnb.core.errors import IclnbError
@@ -24,6 +24,23 @@ def _tokenizer(with_bos: bool) -> PreTrainedTokenizerFast:
     if with_bos:
         tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 0)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", pad_token="<pad>")
+
+
+def _sentencepiece_tokenizer(with_bos: bool) -> PreTrainedTokenizerFast:
+    """A BPE laid out like Llama-2's and Mistral-v0.1's tokenizer.json: no pre-tokenizer, and a normaliser that
+    prepends "▁" and maps spaces to "▁". Merges are learned word by word (Metaspace), as SentencePiece learns them,
+    so no piece spans "▁▁"."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "<pad>"],
+                                  initial_alphabet=["▁"] + list("abcdefghijklmnopqrstuvwxyz"))
+    tok.train_from_iterator(CORPUS, trainer)
+    tok.pre_tokenizer = None
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    if with_bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>", unk_token="<unk>")
 
 
 WALK = ["apple", "zyxwv", "bird", "apple", "zyxwv", "quokka", "bird"]
@@ -48,6 +65,42 @@ def test_spans_cover_each_word_exactly(with_bos):
         assert firsts.setdefault(word, ids) == ids
     report = tokenization_report(tok, WALK)
     assert report["apple"] == 1 and report["zyxwv"] > 1  # multi-token words are allowed
+
+
+@pytest.mark.parametrize("with_bos", [False, True])
+def test_sentencepiece_normaliser_gives_single_spaced_words(with_bos):
+    tok = _sentencepiece_tokenizer(with_bos)
+    # the trap: the normaliser's own "▁" plus the space's makes " apple" a lone "▁" and then "▁apple"
+    assert tok.convert_ids_to_tokens(tok(" apple", add_special_tokens=False)["input_ids"]) == ["▁", "▁apple"]
+    enc = encode_walk(tok, WALK)
+    assert enc.bos is with_bos
+    # the tokenizer's own encoding of the prompt, BOS included when it adds one
+    assert enc.input_ids.tolist() == tok(" ".join(WALK))["input_ids"]
+    assert tok.decode(enc.input_ids, skip_special_tokens=True) == " ".join(WALK)  # no doubled spaces
+    offset = 1 if with_bos else 0
+    assert enc.spans[0, 0] == offset and enc.spans[-1, 1] == len(enc)
+    assert (enc.spans[1:, 0] == enc.spans[:-1, 1]).all()
+    pieces = tok.convert_ids_to_tokens(enc.input_ids.tolist())
+    firsts = {}
+    for word, (start, end) in zip(WALK, enc.spans):
+        assert "".join(pieces[start:end]) == "▁" + word  # exactly the word and its one boundary
+        ids = enc.input_ids[start:end].tolist()
+        assert firsts.setdefault(word, ids) == ids
+    report = tokenization_report(tok, WALK)
+    assert report["apple"] == 1 and report["bird"] == 1 and report["zyxwv"] > 1
+    words = CORPUS[0].split()
+    assert tok.convert_ids_to_tokens(first_token_ids(tok, words)) == ["▁" + w for w in words]
+
+
+def test_byte_level_lone_space_piece_keeps_the_space():
+    # byte-level BPE also splits off a lone space piece before a rare word, but there the bare word has no boundary
+    # piece and dropping the space would glue the word to its predecessor
+    tok = _tokenizer(False)
+    spaced = tok.convert_ids_to_tokens(tok(" zyxwv", add_special_tokens=False)["input_ids"])
+    assert spaced == ["Ġ"] + tok.convert_ids_to_tokens(tok("zyxwv", add_special_tokens=False)["input_ids"])
+    enc = encode_walk(tok, ["apple", "zyxwv"])
+    assert enc.input_ids.tolist() == tok(" apple zyxwv")["input_ids"]
+    assert tok.decode(enc.input_ids[enc.spans[1, 0]:enc.spans[1, 1]]) == " zyxwv"
 
 
 def test_text_tokenization_agrees_on_a_real_tokenizer():

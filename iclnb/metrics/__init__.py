@@ -12,9 +12,11 @@ from iclnb.metrics.structure import (
     neighbor_accuracy,
     node_means,
     node_means_prefix,
+    null_summary,
     participation_ratio,
     pca,
     procrustes_fit,
+    separation_null,
     spectral_embedding,
     twonn_dimension,
 )
@@ -33,9 +35,11 @@ __all__ = [
     "neighbor_accuracy",
     "node_means",
     "node_means_prefix",
+    "null_summary",
     "participation_ratio",
     "pca",
     "procrustes_fit",
+    "separation_null",
     "spectral_embedding",
     "twonn_dimension",
 ]

@@ -23,12 +23,15 @@ from scipy.spatial.distance import pdist
 
 from iclnb.core.arrays import as_float_array as _to_numpy
 from iclnb.core.errors import IclnbError
+from iclnb.stats import _check_confidence, _generator, permutation_pvalue
 
 __all__ = [
     "node_means",
     "node_means_prefix",
     "dirichlet_energy",
     "cluster_separation",
+    "separation_null",
+    "null_summary",
     "coherence",
     "graph_distances",
     "distance_correlation",
@@ -262,9 +265,12 @@ def cluster_separation(reps, labels, *, variant: str = "unbiased") -> float:
 
     ``variant="legacy"`` (the predecessor's). Over all clusters present, with D dimensions::
 
-        B = mean_{a<b} ||μ_a − μ_b||²                       (summed over dimensions)
-        W = mean_a ( mean_{i ∈ a} ||r_i − μ_a||² / D )      (variance averaged over dimensions)
-        Φ = B / max(W, 1e-3 B)                              (so Φ ≤ 1000)
+        B = mean_{a<b} ||μ_a − μ_b||²                            (summed over dimensions)
+        W = mean_a ( Σ_{i ∈ a} ||r_i − μ_a||² / ((n_a − 1) D) )  (ddof=1 variance averaged over dimensions)
+        Φ = B / max(W, 1e-3 B)                                   (so Φ ≤ 1000)
+
+    The variance is torch's default ``var`` (unbiased), which is NaN for a single row, so a cluster with one member
+    makes the legacy Φ NaN, as it did for the predecessor.
 
     Returns NaN with fewer than two clusters or a zero denominator.
     """
@@ -288,27 +294,153 @@ def cluster_separation(reps, labels, *, variant: str = "unbiased") -> float:
         within = ss.sum() / (sizes.sum() - n_clusters)
     else:
         between = mean_pair
-        within = float(np.mean(ss / sizes)) / x.shape[1]
+        if np.any(sizes < 2):
+            return float("nan")
+        within = float(np.mean(ss / (sizes - 1))) / x.shape[1]
         within = max(within, 1e-3 * between)
     if not within > 0:
         return float("nan")
     return float(between / within)
 
 
-def coherence(reps, labels) -> float:
-    """Label coherence of directions: mean over pairs i<j of w_ij · cos(r_i, r_j).
+def separation_null(reps, nodes, node_cluster, *, n_perm: int = 100, rng,
+                    variant: str = "unbiased") -> np.ndarray:
+    """Null distribution of the cluster separation Φ for walk data: cluster labels permuted over nodes.
 
-    w_ij = +1 when i and j share a label, −0.5 otherwise. Computed from per-label sums of unit vectors (no n x n
-    matrix): Σ_{i<j same} cos = Σ_c (||Σ_{i∈c} u_i||² − Σ_{i∈c} ||u_i||²) / 2, likewise over all pairs. A zero vector
-    has no direction and counts as cosine 0 with everything. NaN with fewer than two rows.
+    Rows that repeat a node are not independent draws, so Φ of ``cluster_separation`` is not centred on 0 for labels
+    unrelated to the data; the null keeps each node's occurrences together. With n = ``len(node_cluster)`` nodes,
+    draw K = ``n_perm`` permutations π_k of the node ids 0..n−1 (the rows of
+    ``rng.permuted(np.tile(np.arange(n), (K, 1)), axis=1)``) and return::
+
+        Φ_k = cluster_separation(reps, [node_cluster[π_k[nodes[t]]] for t in rows], variant=variant)
+
+    as a (K,) float64 array (NaN where Φ_k is undefined). The observed value is
+    ``cluster_separation(reps, node_cluster[nodes], variant=variant)``.
+
+    Φ depends on the rows only through the Gram matrix of the per-node sums s_v (after centring on the mean row), the
+    node counts c_v and the per-node sums of squares, so with C clusters each permutation costs O(n² C) after an
+    O(T d + n² d) precomputation, however many rows (T) and dimensions (d) there are. With S_a = Σ_{v ∈ a} s_v,
+    n_a = Σ_{v ∈ a} c_v: μ_a · μ_b = S_a · S_b / (n_a n_b), and Σ_{i ∈ a} ||r_i − μ_a||² is the within-node sum of
+    squares over the nodes of a plus Σ_{v ∈ a} ||s_v||² / c_v − ||S_a||² / n_a.
+
+    ``nodes`` (T,) are the node ids of the rows, ``node_cluster`` (n,) the cluster of each node id; ``rng`` is a
+    ``numpy.random.Generator`` or an int seed.
     """
+    x = _reps(reps)
+    if variant not in ("unbiased", "legacy"):
+        raise IclnbError(f"variant must be 'unbiased' or 'legacy', got {variant!r}")
+    clusters = np.asarray(node_cluster.detach().cpu().numpy() if hasattr(node_cluster, "detach") else node_cluster)
+    if clusters.ndim != 1 or clusters.size < 1:
+        raise IclnbError(f"node_cluster must be 1-D with one cluster per node id, got shape {clusters.shape}")
+    n_nodes = clusters.size
+    ids = _node_ids(nodes, x.shape[0], n_nodes)
+    n_perm = int(n_perm)
+    if n_perm < 0:
+        raise IclnbError(f"n_perm must be non-negative, got {n_perm}")
+    gen = _generator(rng)
+    order = gen.permuted(np.tile(np.arange(n_nodes), (n_perm, 1)), axis=1)
+    if n_perm == 0:
+        return np.zeros(0)
+    _, cluster_of = np.unique(clusters, return_inverse=True)
+    cluster_of = cluster_of.reshape(-1)
+    n_clusters = int(cluster_of.max()) + 1
+
+    # Φ is translation invariant; centring keeps the sums small, so the differences below lose no precision
+    x = x - x.mean(axis=0) if x.shape[0] else x
+    counts = np.bincount(ids, minlength=n_nodes)
+    seen = np.flatnonzero(counts)
+    sums = np.zeros((n_nodes, x.shape[1]))
+    np.add.at(sums, ids, x)
+    node_resid = x - (sums / np.maximum(counts, 1)[:, None])[ids]
+    node_ss = np.bincount(ids, weights=np.einsum("ij,ij->i", node_resid, node_resid), minlength=n_nodes)
+    c, s, w = counts[seen].astype(np.float64), sums[seen], node_ss[seen]
+    gram = s @ s.T
+    own = np.diag(gram) / c  # ||s_v||² / c_v = c_v ||m_v||²
+
+    member = np.zeros((n_perm, n_clusters, seen.size))  # member[k, a, v]: node v in cluster a under π_k
+    member[np.arange(n_perm)[:, None], cluster_of[order[:, seen]], np.arange(seen.size)[None, :]] = 1.0
+    sizes = member @ c  # (K, C)
+    cross = member @ gram @ member.transpose(0, 2, 1)  # (K, C, C): S_a · S_b
+    sq_sums = np.diagonal(cross, axis1=1, axis2=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        between_nodes = member @ own - sq_sums / sizes
+        # rounding leaves a tiny residue where a cluster's node means coincide: that spread is 0
+        between_nodes = np.where(between_nodes > 1e-12 * (member @ own), between_nodes, 0.0)
+        ss = member @ w + between_nodes
+        keep = sizes >= (2 if variant == "unbiased" else 1)
+        n_kept = keep.sum(axis=1)
+        inv_n = np.where(keep, 1.0 / sizes, 0.0)
+        # Σ_{a<b} ||μ_a − μ_b||² = K Σ_a ||μ_a||² − ||Σ_a μ_a||² over the K kept clusters
+        norms = np.sum(sq_sums * inv_n**2, axis=1)
+        total = np.einsum("ka,kab,kb->k", inv_n, cross, inv_n)
+        mean_pair = (n_kept * norms - total) / (n_kept * (n_kept - 1) / 2.0)
+        if variant == "unbiased":
+            corr = np.where(keep, ss / (sizes - 1) / sizes, 0.0)
+            between = mean_pair - 2.0 * corr.sum(axis=1) / n_kept
+            within = np.sum(np.where(keep, ss, 0.0), axis=1) / (np.sum(np.where(keep, sizes, 0.0), axis=1) - n_kept)
+        else:
+            between = mean_pair
+            within = np.sum(np.where(keep, ss / (sizes - 1), 0.0), axis=1) / n_kept / x.shape[1]
+            within = np.where(np.any(sizes == 1, axis=1), np.nan, np.maximum(within, 1e-3 * between))
+        phi = between / within
+    return np.where((n_kept >= 2) & (within > 0), phi, np.nan)
+
+
+def null_summary(observed, null_values, *, confidence: float = 0.95, alternative: str = "greater") -> dict:
+    """A statistic against its permutation null (first axis of ``null_values`` = draws; NaN draws ignored).
+
+    Returns ``null_mean`` (mean of the draws), ``null_ci_low`` and ``null_ci_high`` (the central ``confidence``
+    interval of the draws: their (1 − c)/2 and (1 + c)/2 quantiles) and ``p_value`` =
+    (1 + #{draws at least as extreme}) / (1 + #draws), one-sided "greater" by default (``iclnb.stats.
+    permutation_pvalue``). Floats for a scalar ``observed``, arrays of its shape otherwise.
+    """
+    conf = _check_confidence(confidence)
+    obs = _to_numpy(observed, "observed")
+    nul = _to_numpy(null_values, "null_values")
+    if nul.ndim != obs.ndim + 1 or nul.shape[1:] != obs.shape:
+        raise IclnbError(f"null_values must have shape (n_draws, *observed.shape) = (n, *{obs.shape}), "
+                         f"got {nul.shape}")
+    p = permutation_pvalue(obs, nul, alternative=alternative)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column of NaN draws gives NaN, not a warning
+        mean = np.nanmean(nul, axis=0) if nul.shape[0] else np.full(obs.shape, np.nan)
+        low, high = (np.nanquantile(nul, [(1 - conf) / 2, (1 + conf) / 2], axis=0) if nul.shape[0]
+                     else np.full((2, *obs.shape), np.nan))
+
+    def out(a):
+        a = np.asarray(a, dtype=np.float64)
+        return float(a) if a.ndim == 0 else a
+
+    return {"null_mean": out(mean), "null_ci_low": out(low), "null_ci_high": out(high), "p_value": out(p)}
+
+
+def coherence(reps, labels, *, variant: str = "centred") -> float:
+    """Label coherence of directions: mean over pairs i<j of w_ij · cos(r_i − r̄, r_j − r̄).
+
+    w_ij = +1 when i and j share a label, −0.5 otherwise; r̄ = (1/n) Σ_i r_i is the mean of the rows given (the
+    context's mean word vector). ``variant="legacy"`` (the predecessor's) takes r̄ = 0: uncentred cosines.
+
+    Residual streams share a dominant direction (uncentred cosines of 0.9 and above between unrelated words), so the
+    legacy form is close to mean_{i<j} w_ij, a function of the cluster sizes only; centring removes that direction.
+
+    Computed from per-label sums of unit vectors (no n x n matrix): Σ_{i<j same} cos = Σ_c (||Σ_{i∈c} u_i||² −
+    Σ_{i∈c} ||u_i||²) / 2, likewise over all pairs. A zero vector (after centring: a row equal to the mean) has no
+    direction and counts as cosine 0 with everything. NaN with fewer than two rows.
+    """
+    if variant not in ("centred", "legacy"):
+        raise IclnbError(f"variant must be 'centred' or 'legacy', got {variant!r}")
     x = _reps(reps)
     lab = _labels(labels, x.shape[0])
     n = x.shape[0]
     if n < 2:
         return float("nan")
+    tiny = 0.0
+    if variant == "centred":
+        # a row equal to the mean up to rounding is a zero vector, not a direction made of rounding noise
+        tiny = 1e-12 * float(np.linalg.norm(x, axis=1).max())
+        x = x - x.mean(axis=0)
     norms = np.linalg.norm(x, axis=1)
-    u = np.divide(x, norms[:, None], out=np.zeros_like(x), where=norms[:, None] > 0)
+    u = np.divide(x, norms[:, None], out=np.zeros_like(x), where=norms[:, None] > tiny)
     self_dot = np.einsum("ij,ij->i", u, u)
     total = u.sum(axis=0)
     all_pairs = (total @ total - self_dot.sum()) / 2.0
