@@ -19,7 +19,8 @@ from iclnb.core.progress import progress
 from iclnb.core.seeding import stream
 from iclnb.experiments.params import (DTYPE, MODEL, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice, Float, Int, Layers,
                                       declare)
-from iclnb.metrics import cluster_separation, coherence, css_summary, dirichlet_energy, node_means
+from iclnb.metrics import (cluster_separation, coherence, css_summary, dirichlet_energy, node_means,
+                           separation_null)
 from iclnb.represent import represent_walks
 from iclnb.results.io import nan_array
 from iclnb.stats import bootstrap_ci
@@ -44,8 +45,11 @@ PARAMS = declare(
 #: Per-context metrics whose CSS is reported; ``energy_raw`` is stored beside them.
 METRICS = ("phi", "energy_norm", "coherence")
 CLASSES = ("bridge", "anchor")
-PER_CONTEXT = (*METRICS, "energy_raw")
-NULLS: dict = {}
+PER_CONTEXT = (*METRICS, "phi_null", "energy_raw")
+#: Each metric's null, reported beside it.
+NULLS = {"phi": "phi_null"}
+#: Label permutations per context and layer for Φ's null (their mean is the context's phi_null).
+N_NULL = 20
 
 
 def make_graph(seed: int, n_clusters: int = 3, cluster_size: int = 5, p_intra: float = 0.8, p_inter: float = 0.1):
@@ -72,23 +76,30 @@ def check(p, model) -> None:
     model.resolve_layers(p.layers)
 
 
-def context_metrics(reps: np.ndarray, nodes: np.ndarray, graph, keep: np.ndarray, label: str = "own") -> dict:
-    """Φ (cluster separation), normalised and raw Dirichlet energy and coherence of one context's word
+def context_metrics(reps: np.ndarray, nodes: np.ndarray, graph, keep: np.ndarray, label: str = "own",
+                    null_rng=None) -> dict:
+    """Φ (cluster separation) with its null, normalised and raw Dirichlet energy and coherence of one context's word
     representations at one layer.
 
     reps: (n_words, d); nodes: (n_words,) node of each word; keep: words that count (the sink word excluded).
     label="own" labels each word by its own node's cluster; "next" by the next word's (the predecessor's alignment).
+    ``phi_null`` is the mean of Φ over :data:`N_NULL` permutations of the cluster labels over nodes (the node that
+    labels a word: its own, or the next one), drawn from ``null_rng``; NaN without a generator.
     """
     clusters = graph.labelings["cluster"]
     if label == "next":
-        labels = np.append(clusters[nodes[1:]], -1)
+        label_nodes = np.append(nodes[1:], nodes[-1])
         keep = keep & (np.arange(len(nodes)) < len(nodes) - 1)
     else:
-        labels = clusters[nodes]
-    x, lab = reps[keep], labels[keep]
+        label_nodes = nodes
+    x, lab_nodes = reps[keep], label_nodes[keep]
+    lab = clusters[lab_nodes]
     means, _ = node_means(x, nodes[keep], graph.n)
+    null = (np.nan if null_rng is None else
+            float(np.nanmean(separation_null(x, lab_nodes, clusters, n_perm=N_NULL, rng=null_rng))))
     return {
         "phi": cluster_separation(x, lab),
+        "phi_null": null,
         "energy_norm": dirichlet_energy(means, graph.adjacency, normalized=True),
         "energy_raw": dirichlet_energy(means, graph.adjacency, normalized=False),
         "coherence": coherence(x, lab),
@@ -108,7 +119,8 @@ def collect_contexts(run, model, graph, p) -> "Contexts":
                                  batch_size=p.batch_size)
         for k, walk, state in zip(batch, walks, states):
             keep = ~state.sink
-            per_layer = {str(layer): context_metrics(state.reps[layer], walk, graph, keep, p.label)
+            per_layer = {str(layer): context_metrics(state.reps[layer], walk, graph, keep, p.label,
+                                                     stream(p.seed, "phi_null", k, str(layer)))
                          for layer in layers}
             store[str(k)] = {"walk": walk, "word_loss": state.word_loss, "metrics": per_layer}
         store.flush()

@@ -21,7 +21,8 @@ def css_by_position_figure(tables: dict, metric: str, bridge_fraction: np.ndarra
     """CSS per position with its bootstrap CI, one panel per layer; marker colour = how often the position is a
     bridge across contexts."""
     keys = list(tables)
-    fig = make_subplots(rows=len(keys), cols=1, shared_xaxes=True, subplot_titles=keys, vertical_spacing=0.04)
+    fig = make_subplots(rows=len(keys), cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                        subplot_titles=[key.replace("_", " ") for key in keys])
     for row, key in enumerate(keys, start=1):
         s = tables[key]["css_by_position"][metric]
         x = np.arange(len(s["css"]))
