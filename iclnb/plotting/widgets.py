@@ -1,10 +1,11 @@
 """ipywidgets explorers for JupyterLab.
 
-``pca_explorer``: sliders for layer and context point and a toggle for including the attention sink redraw a PCA
+``pca_explorer``: sliders for layer and context length and a toggle for including the attention sink redraw a PCA
 scatter of node means with the graph's edges (a plotly ``FigureWidget`` when plotly's widget backend ``anywidget`` is
 installed, else the figure redrawn into an ``ipywidgets.Output``). In a headless kernel (papermill, nbval,
 ``nbconvert --execute``), where no frontend draws widgets, it returns a static figure of the starting view instead.
-``ICLNB_WIDGETS=1`` forces the widget, ``ICLNB_WIDGETS=0`` the static figure.
+``ICLNB_WIDGETS=1`` forces the widget, ``ICLNB_WIDGETS=0`` the static figure. :func:`current_view` gives a static copy
+of what an explorer shows now, to save with the run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 
 import numpy as np
 
-__all__ = ["interactive_frontend", "pca_explorer"]
+from iclnb.plotting.embedding import edge_lines, embedding_figure
+
+__all__ = ["interactive_frontend", "pca_explorer", "current_view"]
 
 
 def interactive_frontend() -> bool:
@@ -27,15 +30,8 @@ def interactive_frontend() -> bool:
     return "ipykernel" in sys.modules and not _headless_kernel()
 
 
-def _static(coords, graph, title):
-    import plotly.graph_objects as go
-
-    from iclnb.experiments.park.figures import pca_scatter_traces
-
-    fig = go.Figure(pca_scatter_traces(coords, graph))
-    fig.update_layout(title=title, template="plotly_white", width=600, height=550,
-                      xaxis_title="PC1", yaxis_title="PC2")
-    return fig
+def _title(sink: bool, layer, context: int) -> str:
+    return f"PCA of node means: layer {layer}, {context} tokens, sink {'included' if sink else 'excluded'}"
 
 
 def pca_explorer(coords: dict, graph, layers, contexts, layer=None, context=None, interactive: bool | None = None):
@@ -50,14 +46,11 @@ def pca_explorer(coords: dict, graph, layers, contexts, layer=None, context=None
     layers, contexts = list(layers), [int(c) for c in contexts]
     layer = layers[-1] if layer is None else layer
     context = contexts[-1] if context is None else int(context)
-
-    def title(sink, k, t):
-        return f"PCA of node means: layer {k}, {t} tokens, sink {'included' if sink else 'excluded'}"
-
+    start = embedding_figure(coords[(False, layer, context)], graph, _title(False, layer, context))
     if interactive is None:
         interactive = interactive_frontend()
     if not interactive:
-        return _static(coords[(False, layer, context)], graph, title(False, layer, context))
+        return start
 
     import ipywidgets as W
     import plotly.graph_objects as go
@@ -68,7 +61,6 @@ def pca_explorer(coords: dict, graph, layers, contexts, layer=None, context=None
     context_slider = W.SelectionSlider(options=contexts, value=context, description="context (tokens)",
                                        continuous_update=False, style={"description_width": "initial"})
     sink_toggle = W.ToggleButton(value=False, description="include sink")
-    start = _static(coords[(False, layer, context)], graph, title(False, layer, context))
     try:
         fig = go.FigureWidget(start)
         view = fig
@@ -81,24 +73,29 @@ def pca_explorer(coords: dict, graph, layers, contexts, layer=None, context=None
         key = (bool(sink_toggle.value), layer_slider.value, context_slider.value)
         xy = np.asarray(coords[key], dtype=float)
         if fig is None:
-            box.figure = _static(xy, graph, title(*key))
+            box.figure = embedding_figure(xy, graph, _title(*key))
             view.clear_output(wait=True)
             with view:
                 display(box.figure)
             return
         edges, nodes = fig.data[0], fig.data[1]
-        ex, ey = [], []
-        for i, j in graph.edges():
-            if np.isfinite(xy[[i, j]]).all():
-                ex += [xy[i, 0], xy[j, 0], None]
-                ey += [xy[i, 1], xy[j, 1], None]
+        ex, ey = edge_lines(xy, graph.edges())
         with fig.batch_update():
             edges.x, edges.y = ex, ey
             nodes.x, nodes.y = xy[:, 0], xy[:, 1]
-            fig.layout.title.text = title(*key)
+            fig.layout.title.text = _title(*key)
 
     for w in (layer_slider, context_slider, sink_toggle):
         w.observe(redraw, names="value")
     if fig is None:
         redraw()
     return box
+
+
+def current_view(explorer):
+    """A static ``plotly.graph_objects.Figure`` of what ``explorer`` (from :func:`pca_explorer`) shows now: the
+    figure itself when headless, else a copy of the widget's current figure."""
+    import plotly.graph_objects as go
+
+    figure = getattr(explorer, "figure", explorer)
+    return go.Figure(figure)

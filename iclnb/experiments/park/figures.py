@@ -1,11 +1,11 @@
-"""Plotly figure builders of the reproduce_park experiment (pure: data in, ``go.Figure`` out; saving is the caller's).
+"""reproduce_park's figures (data in, ``go.Figure`` out; the notebook saves them through the run).
 
-* :func:`accuracy_figure`: rule-following accuracy vs context with its band, the renormalised curve, the copying
-  baseline and chance;
-* :func:`geometry_heatmap`: E_norm and distance correlation, layer x context point;
+* :func:`accuracy_figure`: rule-following accuracy against context with its band, the renormalised curve, the
+  copying baseline and chance;
+* :func:`geometry_heatmap`: E_norm and distance correlation, layer x context length;
 * :func:`geometry_curves`: the same for a few layers as curves with bands;
-* :func:`pca_scatter_traces` / :func:`pca_grid`: PCA of node means with the graph's edges drawn, at several context
-  points, next to the graph's spectral embedding.
+* :func:`pca_figure`: PCA of node means with the graph's edges drawn at each context length, next to the graph's
+  spectral embedding.
 """
 
 from __future__ import annotations
@@ -14,108 +14,124 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from iclnb.figures import ci_band
+from iclnb.core.layers import layer_key
+from iclnb.plotting.embedding import embedding_traces
+from iclnb.plotting.style import COLUMN_WIDTH, PALETTE, band, layout
 
-__all__ = ["accuracy_figure", "geometry_heatmap", "geometry_curves", "pca_scatter_traces", "pca_grid"]
+__all__ = ["accuracy_figure", "geometry_heatmap", "geometry_curves", "pca_figure"]
 
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
+ENERGY_TITLE = "E_norm (fraction of all-pair distance²)"
+DCORR_TITLE = "distance correlation (Spearman ρ)"
 
 
-def _band(x, low, high, color, name, row=None, col=None, fig=None, showlegend=False):
-    trace = ci_band(list(np.asarray(x, dtype=float)), low, high, color, name, showlegend=showlegend, alpha=0.18)
-    if fig is not None:
-        fig.add_trace(trace, row=row, col=col)
-    return trace
+def _legend_at_bottom(rows: int = 1) -> dict:
+    """A horizontal legend at the bottom of the figure, under the x-axis title (clear of the data and of any colour
+    bar), and the bottom margin it needs."""
+    return dict(legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.01, xanchor="left", x=0),
+                margin=dict(b=80 + 24 * rows))
 
 
 def accuracy_figure(acc: dict) -> go.Figure:
-    """``acc`` as stored in ``results["accuracy"]``."""
-    x = acc["context_tokens"]
+    """``acc`` as :func:`~iclnb.experiments.park.reproduce_park.accuracy` returns it."""
+    x = np.asarray(acc["context_tokens"], dtype=float)
     fig = go.Figure()
-    fig.add_trace(_band(x, acc["ci_low"], acc["ci_high"], _COLORS[0], "neighbour mass"))
-    fig.add_trace(go.Scatter(x=x, y=acc["mean"], name="neighbour mass (raw)", line=dict(color=_COLORS[0]),
-                             legendgroup="neighbour mass"))
-    fig.add_trace(go.Scatter(x=x, y=acc["renormalized_mean"], name="renormalised over graph words",
-                             line=dict(color=_COLORS[0], dash="dot")))
-    fig.add_trace(go.Scatter(x=x, y=acc["copy_baseline"], name="copying baseline", line=dict(color=_COLORS[1])))
-    fig.add_hline(y=acc["chance"], line=dict(color="gray", dash="dash"),
-                  annotation_text="chance (mean degree / n)", annotation_position="bottom right")
-    fig.update_layout(title="Rule-following accuracy vs context", xaxis_title="context (tokens)",
-                      yaxis_title="probability mass on valid next nodes", yaxis_range=[0, 1.02],
-                      template="plotly_white", width=800, height=450)
-    return fig
+    band(fig, x, acc["mean"], acc["ci_low"], acc["ci_high"], name="next-token mass on valid neighbours",
+         color=PALETTE[0])
+    fig.add_trace(go.Scatter(x=x, y=acc["renormalized"], mode="lines", name="the same, renormalised over graph words",
+                             line=dict(color=PALETTE[0], dash="dot")))
+    band(fig, x, acc["copy_baseline"], acc["copy_baseline_ci_low"], acc["copy_baseline_ci_high"],
+         name="copying baseline", color=PALETTE[3])
+    band(fig, x, acc["chance"], acc["chance_ci_low"], acc["chance_ci_high"], name="chance, E[deg(node)] / n",
+         color=PALETTE[7], dash="dash")
+    fig.update_xaxes(title_text="context (tokens)")
+    fig.update_yaxes(title_text="probability mass on valid next words", range=[0, 1.03])
+    return layout(fig, f"Rule-following accuracy against context (bins of {acc['bin_words']} words; 95% bootstrap "
+                  "CI over contexts)", height=500, **_legend_at_bottom(rows=2))
 
 
-def geometry_heatmap(results: dict, layers, context_tokens) -> go.Figure:
-    """E_norm and Spearman distance correlation, layer (rows) x context point (columns)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("E_norm (lower = smoother on the graph)",
-                                                        "distance correlation (Spearman)"),
-                        horizontal_spacing=0.14)
-    xs = [str(int(t)) for t in context_tokens]
+def geometry_heatmap(geo: dict) -> go.Figure:
+    """E_norm and distance correlation of the node means (means over contexts), layer (rows) x context length
+    (columns), each panel with its own colour bar beside it."""
+    layers, ctx = geo["layers"], geo["context_tokens"]
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.2,
+                        subplot_titles=("E_norm (lower: smoother on the graph)", "distance correlation (Spearman ρ)"))
+    xs = [str(int(t)) for t in ctx]
     ys = [str(k) for k in layers]
-    for col, (key, scale, bar_x) in enumerate((("energy_norm", "Viridis_r", 0.43),
-                                               ("distance_correlation", "RdBu_r", 1.0)), start=1):
-        z = np.array([np.asarray(results[f"layer_{k}"][key], dtype=float) for k in layers])
+    for col, (key, scale, title) in enumerate((("energy_norm", "Viridis_r", "E_norm"),
+                                               ("distance_correlation", "RdBu_r", "ρ")), start=1):
+        z = np.array([np.asarray(geo["per_layer"][layer_key(k)][key], dtype=float) for k in layers])
         kw = dict(zmid=0) if key == "distance_correlation" else {}
-        fig.add_trace(go.Heatmap(z=z, x=xs, y=ys, colorscale=scale, colorbar=dict(x=bar_x, len=0.9),
-                                 hovertemplate="layer %{y}<br>%{x} tokens<br>%{z:.3f}<extra></extra>", **kw),
+        domain_end = 0.4 if col == 1 else 1.0
+        fig.add_trace(go.Heatmap(z=z, x=xs, y=ys, colorscale=scale, **kw,
+                                 colorbar=dict(x=domain_end + 0.015, xanchor="left", len=0.85, thickness=14,
+                                               title=dict(text=title, side="top")),
+                                 hovertemplate="layer %{y}<br>%{x} tokens<br>%{z:.3f}<extra></extra>"),
                       row=1, col=col)
         fig.update_xaxes(title_text="context (tokens)", type="category", row=1, col=col)
-        fig.update_yaxes(title_text="layer", type="category", row=1, col=col)
-    fig.update_layout(title="Geometry of node means by layer and context", template="plotly_white",
-                      width=1000, height=500)
-    return fig
+    fig.update_yaxes(title_text="layer (decoder block)", type="category", row=1, col=1)
+    return layout(fig, "Geometry of node means by layer and context (mean over contexts)",
+                  height=max(420, 22 * len(layers) + 180), margin=dict(r=70))
 
 
-def geometry_curves(results: dict, layers, energy_chance: float) -> go.Figure:
-    """E_norm and distance correlation vs context for a few layers, with 95% bands over sequences."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("E_norm", "distance correlation"))
+def _curve_layers(layers: list, most: int = 5) -> list:
+    if len(layers) <= most:
+        return list(layers)
+    picks = np.unique(np.round(np.linspace(0, len(layers) - 1, most)).astype(int))
+    return [layers[i] for i in picks]
+
+
+def geometry_curves(geo: dict, layers=None) -> go.Figure:
+    """E_norm and distance correlation against context for a few layers (default: five spread over the run's
+    layers), with 95% bootstrap bands over contexts; E_norm's chance level and ρ = 0 dashed."""
+    layers = _curve_layers(geo["layers"]) if layers is None else list(layers)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.13, subplot_titles=("E_norm", "distance correlation"))
     for i, k in enumerate(layers):
-        lay = results[f"layer_{k}"]
-        color = _COLORS[i % len(_COLORS)]
+        lay = geo["per_layer"][layer_key(k)]
+        color = PALETTE[i % len(PALETTE)]
+        x = np.asarray(lay["context_tokens"], dtype=float)
         for col, key in enumerate(("energy_norm", "distance_correlation"), start=1):
-            x = lay["context_tokens"]
-            _band(x, lay[f"{key}_ci_low"], lay[f"{key}_ci_high"], color, f"layer {k}", row=1, col=col, fig=fig)
-            fig.add_trace(go.Scatter(x=x, y=lay[key], name=f"layer {k}", line=dict(color=color),
-                                     legendgroup=f"layer {k}", showlegend=col == 1), row=1, col=col)
-    fig.add_hline(y=energy_chance, line=dict(color="gray", dash="dash"), row=1, col=1,
-                  annotation_text="chance", annotation_position="top right")
-    fig.add_hline(y=0, line=dict(color="gray", dash="dash"), row=1, col=2)
+            band(fig, x, lay[key], lay[f"{key}_ci_low"], lay[f"{key}_ci_high"], name=f"layer {k}", color=color,
+                 row=1, col=col, showlegend=col == 1, marker=dict(size=5))
+    span = [float(np.min(geo["context_tokens"])), float(np.max(geo["context_tokens"]))]
+    fig.add_trace(go.Scatter(x=span, y=[geo["energy_norm_chance"]] * 2, mode="lines", hoverinfo="skip",
+                             name="E_norm chance (fraction of node pairs that are edges)",
+                             line=dict(color="#7f7f7f", dash="dash")), row=1, col=1)
+    fig.add_hline(y=0, line=dict(color="#999999", width=1), row=1, col=2)
     fig.update_xaxes(title_text="context (tokens)", type="log")
-    fig.update_layout(title="Node-mean geometry vs context", template="plotly_white", width=1000, height=450)
-    return fig
+    fig.update_yaxes(title_text=ENERGY_TITLE, row=1, col=1)
+    fig.update_yaxes(title_text=DCORR_TITLE, row=1, col=2)
+    return layout(fig, "Node-mean geometry against context (95% bootstrap CI over contexts)", height=500,
+                  **_legend_at_bottom(rows=2))
 
 
-def pca_scatter_traces(coords: np.ndarray, graph, color: str = _COLORS[0], showlegend: bool = False) -> list:
-    """Edge lines plus labelled node markers for a (n, 2) coordinate array (NaN rows = unseen nodes)."""
-    coords = np.asarray(coords, dtype=float)
-    ex, ey = [], []
-    for i, j in graph.edges():
-        if np.isfinite(coords[[i, j]]).all():
-            ex += [coords[i, 0], coords[j, 0], None]
-            ey += [coords[i, 1], coords[j, 1], None]
-    edges = go.Scatter(x=ex, y=ey, mode="lines", line=dict(color="lightgray", width=1.5), hoverinfo="skip",
-                       showlegend=showlegend, name="graph edges")
-    nodes = go.Scatter(x=coords[:, 0], y=coords[:, 1], mode="markers+text", text=list(graph.words),
-                       textposition="top center", textfont=dict(size=9),
-                       marker=dict(size=9, color=color), showlegend=False, name="node means",
-                       hovertemplate="%{text}<extra></extra>")
-    return [edges, nodes]
-
-
-def pca_grid(coords_list, titles, graph, spectral: np.ndarray, title: str = "") -> go.Figure:
-    """One PCA panel per context point plus a last panel with the graph's spectral embedding."""
-    panels = len(coords_list) + 1
-    cols = min(panels, 4)
-    rows = int(np.ceil(panels / cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles) + ["spectral embedding of the graph"],
-                        horizontal_spacing=0.04, vertical_spacing=0.1)
-    for p, coords in enumerate(list(coords_list) + [spectral]):
+def pca_figure(geo: dict, graph, layer, cols: int = 3) -> go.Figure:
+    """PCs 1-2 of the node means averaged over contexts at ``layer``, one panel per context length (titled with its
+    Procrustes r2 to the spectral embedding), and a last panel with the graph's spectral embedding."""
+    mean = geo["per_layer"][layer_key(layer)]["pca"]["mean_over_contexts"]
+    coords = [np.asarray(c, dtype=float)[:, :2] for c in mean["coords"]]
+    titles = [f"{int(t)} tokens, r² {r:.2f}" for t, r in zip(geo["context_tokens"], mean["procrustes_r2"])]
+    panels = coords + [np.asarray(geo["spectral_embedding"], dtype=float)]
+    titles += ["spectral embedding"]
+    cols = min(cols, len(panels))
+    rows = int(np.ceil(len(panels) / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=0.3 / rows)
+    for p, xy in enumerate(panels):
         r, c = divmod(p, cols)
-        color = _COLORS[1] if p == panels - 1 else _COLORS[0]
-        for trace in pca_scatter_traces(coords, graph, color=color):
+        spectral = p == len(panels) - 1
+        for trace in embedding_traces(xy, graph, color=PALETTE[3] if spectral else PALETTE[0], text_size=8):
             fig.add_trace(trace, row=r + 1, col=c + 1)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
-    fig.update_layout(title=title, template="plotly_white", width=300 * cols, height=300 * rows + 80)
-    return fig
+        fig.update_xaxes(title_text="eigenvector 2" if spectral else "PC1", title_standoff=2, row=r + 1, col=c + 1)
+        fig.update_yaxes(title_text="eigenvector 3" if spectral else "PC2", title_standoff=2, row=r + 1, col=c + 1)
+    fig.update_xaxes(showticklabels=False, zeroline=False, title_font=dict(size=11))
+    fig.update_yaxes(showticklabels=False, zeroline=False, title_font=dict(size=11))
+    for p in range(len(panels), rows * cols):  # the empty cells of the last row
+        r, c = divmod(p, cols)
+        fig.update_xaxes(visible=False, row=r + 1, col=c + 1)
+        fig.update_yaxes(visible=False, row=r + 1, col=c + 1)
+    fig.update_annotations(font_size=13)  # the panel titles
+    width = COLUMN_WIDTH
+    return layout(fig, f"PCA of node means at layer {layer} (mean over contexts)<br><sup>r²: Procrustes fit of PCs "
+                  "1-2 to the spectral embedding; PCs in residual-stream units, eigenvectors of unit norm</sup>",
+                  width=width, height=int(width / cols * 0.95 * rows) + 110, showlegend=False,
+                  margin=dict(t=110, l=40, r=20))
