@@ -67,7 +67,8 @@ def registry() -> dict[str, Experiment]:
             if info.name == "figures" or info.name.startswith("_"):
                 continue
             module = f"iclnb.experiments.{family}.{info.name}"
-            found[info.name] = Experiment(info.name, info.name, module, {})
+            if hasattr(importlib.import_module(module), "PARAMS"):  # helpers of a family declare none
+                found[info.name] = Experiment(info.name, info.name, module, {})
     for name, exp in list(found.items()):
         presets = getattr(exp.load(), "PRESETS", {})
         for preset_name, values in presets.items():

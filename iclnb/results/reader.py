@@ -75,13 +75,20 @@ class RunResults:
         return int(key) if key.lstrip("-").isdigit() else key
 
     def table(self, name: str):
-        """A table stored in results.json as a list of records, as a DataFrame (``null`` -> NaN)."""
+        """A table stored in results.json as a list of records, as a DataFrame (``null`` -> NaN). A table stored per
+        layer (``layer_<k>.<name>``) comes back whole, with a ``layer`` column."""
         import pandas as pd
 
-        if name not in self.results:
+        if name in self.results:
+            return _numeric(pd.DataFrame.from_records(self.results[name]))
+        per_layer = [(layer, self.results[layer_key(layer)][name]) for layer in self.layers
+                     if isinstance(self.results.get(layer_key(layer)), dict) and name in self.results[layer_key(layer)]]
+        if not per_layer:
             raise IclnbError(f"{self.dir} ({self.experiment}) holds no table {name!r}; it holds: "
-                             f"{', '.join(sorted(self.results))}")
-        return _numeric(pd.DataFrame.from_records(self.results[name]))
+                             f"{', '.join(sorted(k for k in self.results if not k.startswith('layer_')))} and, per "
+                             f"layer, {', '.join(sorted(self.results.get(layer_key(self.layers[0]), {}) if self.layers else []))}")
+        frames = [pd.DataFrame.from_records(records).assign(layer=layer) for layer, records in per_layer]
+        return _numeric(pd.concat(frames, ignore_index=True))
 
     def csv(self, name: str):
         """``raw_data/<name>.csv`` as a DataFrame."""
