@@ -2,6 +2,7 @@
 statistics and the controls on hand-made inputs (no model), and every step once end to end on a tiny model."""
 
 import json
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -174,17 +175,18 @@ def test_sample_walks_fit_the_token_budget():
     assert all(np.array_equal(a, b) for a, b in zip(walks, again))
 
 
-def _fake_model(n_layers=18, max_positions=512):
-    """What check reads of a model: a tokenizer with BOS that reads the grid words as one token each."""
-    from tests.test_prompts import _tokenizer
-
-    return SimpleNamespace(tokenizer=_tokenizer(True), max_positions=max_positions, name="fake", n_layers=n_layers,
+def _fake_model(tokenizer, n_layers=18, max_positions=512):
+    """What check reads of a model."""
+    return SimpleNamespace(tokenizer=tokenizer, max_positions=max_positions, name="fake", n_layers=n_layers,
                            resolve_layers=lambda spec: resolve_layers(spec, n_layers, "fake"))
 
 
 def test_check_refuses_before_any_work():
-    model = _fake_model()
-    exp.check(exp.PARAMS.validate({}), _fake_model(max_positions=2048))
+    from tests.test_prompts import _tokenizer
+
+    tok = _tokenizer(True)  # BOS, and the grid words as one token each
+    model = _fake_model(tok)
+    exp.check(exp.PARAMS.validate({}), _fake_model(tok, max_positions=2048))
     with pytest.raises(IclnbError, match="more than the 512"):
         exp.check(exp.PARAMS.validate({}), model)  # 1400 tokens
     ok = {"context_lengths_tokens": "20,40"}
@@ -354,6 +356,22 @@ def test_steps_end_to_end_on_a_tiny_model(tiny_run):
     assert results["accuracy"]["summary"]["chance_all_words"]["mean"] == pytest.approx(
         np.mean([exp.chance_by_position(w, r.setup.graph.adjacency).mean() for w in r.setup.walks]))
     assert r.geo["layers"] == [0, 3] and exp.best_layer(r.geo) in (0, 3)
+
+
+def test_node_means_are_averaged_over_the_contexts_that_visit_each_node(tiny_run):
+    r = tiny_run
+    per_context = []
+    for i in range(3):
+        with np.load(r.out / "raw_data" / f"node_means_{i}.npz") as z:
+            per_context.append(z["means"].astype(np.float64))
+    per_context = np.stack(per_context)
+    assert np.isnan(per_context[:, :, 0]).any()  # 29 words do not visit all 16 nodes in every context
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nodes no context visits: all-NaN slices
+        expected = np.nanmean(per_context, axis=0)
+    np.testing.assert_allclose(r.data.mean_means["default"], expected)
+    # the sink changes only the context lengths whose window reaches token 0 (30 tokens <= 40)
+    np.testing.assert_allclose(r.data.mean_means["sink_included"][:, 1:], expected[:, 1:])
 
 
 def test_measure_resumes_from_the_checkpoints(tiny_run):

@@ -203,10 +203,11 @@ def prepare(model, p) -> Setup:
 
 @dataclass
 class Measurements:
-    """Per-context results (checkpoint items, in context order) and node means averaged over contexts."""
+    """Per-context results (checkpoint items, in context order) and node means averaged over contexts: each node's
+    mean over the contexts whose window holds it (a short context does not visit every node)."""
 
     items: list
-    mean_means: dict  # variant -> (layers, context lengths, n, d) float64, mean over contexts of node means
+    mean_means: dict  # variant -> (layers, context lengths, n, d) float64
 
 
 def sink_states(model, layers) -> dict | None:
@@ -251,16 +252,21 @@ def measure(run, model, setup: Setup, p) -> Measurements:
     bar.close()
     ck.flush()
     items = [ck[str(i)] for i in range(n)]
-    sums, sink_sums = None, None
+    sums = {"default": 0.0, "sink_included": 0.0}
+    seen = {"default": 0, "sink_included": 0}
     for i in range(n):
         with np.load(raw / f"node_means_{i}.npz") as z:
             m, s = z["means"].astype(np.float64), z["sink_means"].astype(np.float64)
             sidx = z["sink_context_index"]
-        sums = m if sums is None else sums + m
-        full_s = m.copy()
-        full_s[:, sidx] = s
-        sink_sums = full_s if sink_sums is None else sink_sums + full_s
-    return Measurements(items=items, mean_means={"default": sums / n, "sink_included": sink_sums / n})
+        with_sink = m.copy()
+        with_sink[:, sidx] = s
+        for variant, means in (("default", m), ("sink_included", with_sink)):
+            ok = np.isfinite(means)
+            sums[variant] = sums[variant] + np.where(ok, means, 0.0)
+            seen[variant] = seen[variant] + ok
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_means = {v: np.where(seen[v] > 0, sums[v] / seen[v], np.nan) for v in sums}
+    return Measurements(items=items, mean_means=mean_means)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -410,7 +416,7 @@ def geometry(setup: Setup, data: Measurements, p) -> dict:
             },
             "definition": "PCA of node means; procrustes_r2 = similarity-Procrustes fit of PCs 1-2 onto the graph's "
                           "spectral embedding (Laplacian eigenvectors 2-3), per context with CI; mean_over_contexts = "
-                          "the same on node means averaged over contexts",
+                          "the same on node means averaged over the contexts whose window holds each node",
         }
         per_layer[layer_key(k)] = layer
     return {"layers": list(setup.layers), "context_tokens": setup.context_tokens,
@@ -616,7 +622,7 @@ def summary_table(summ: dict) -> pd.DataFrame:
     table = pd.DataFrame(summ["rows"], columns=["quantity", "layer", "context_tokens", "value", "ci_low", "ci_high"])
     table["layer"] = table["layer"].astype("Int64")
     table["context_tokens"] = table["context_tokens"].astype("Int64")
-    return table.rename(columns={"context_tokens": "context (tokens)"}).round(3)
+    return table.rename(columns={"context_tokens": "context (tokens)"})
 
 
 # ---------------------------------------------------------------------------------------------------- results.json
