@@ -7,9 +7,10 @@ shared prefix's KV cache, several suffixes packed per row and many rows per batc
 forward hooks; as the notebooks do, it measures every N from the passes of the largest N (shorter contexts are
 prefixes). The script times iclnb both ways: each N on its own, and all N shared.
 
-Both sides measure the same thing (all layers, every position, the loo experiment's walks and metrics; the last
-block is read before the final norm on both sides, by a hook); the script checks that they agree and prints both
-times and their ratios, one line per context length and a total line.
+Both sides measure the same thing (all layers, every position, the loo experiment's walks — drawn here from
+``iclnb.graphs`` with the experiment's seed streams, so the script depends only on the engine, the graphs and the
+models — and the pair-distance metrics; the last block is read before the final norm on both sides, by a hook); the
+script checks that they agree and prints both times and their ratios, one line per context length and a total line.
 
     python benchmarks/loo.py                       # gemma-3-270m, N = 10,20,50, 2 trials, the semantic word set
     python benchmarks/loo.py --context-lengths 10 --trials 1
@@ -29,9 +30,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from iclnb.experiments import loo as exp  # noqa: E402
-from iclnb.loo import LooEngine, map_encoder, metrics_of_vectors, tokenizer_encoder  # noqa: E402
+from iclnb import graphs  # noqa: E402
+from iclnb.loo import LooEngine, PairDistances, map_encoder, metrics_of_vectors, tokenizer_encoder  # noqa: E402
 from iclnb.models import load_model, random_init_model  # noqa: E402
+from iclnb.seeding import stream  # noqa: E402
+
+CONDITIONS = ("semantic", "unrelated")
+
+
+def trial_inputs(condition: str, seed: int, trial: int, n_words: int, n_max: int):
+    """(graph, nodes, words) of the loo experiment's trial ``trial``: its semantic_conflict graph (both word sets
+    share the edges) and the first ``n_words`` steps of its uniform walk of ``n_max`` steps."""
+    graph = graphs.semantic_conflict(condition, rng=stream(seed, "graph", trial))
+    walk_graph = graphs.semantic_conflict("semantic", rng=stream(seed, "graph", trial))
+    nodes = graphs.random_walk(walk_graph, n_max, stream(seed, "walks", trial))[:n_words]
+    return graph, nodes, graphs.walk_words(graph, nodes)
+
+
+def pair_distances(graph) -> PairDistances:
+    return PairDistances(graph.extra["semantic_pairs"], graph.extra["graph_pairs"])
 
 
 def predecessor_metrics(model, encode, words, nodes, graph, layers) -> np.ndarray:
@@ -49,8 +66,7 @@ def predecessor_metrics(model, encode, words, nodes, graph, layers) -> np.ndarra
     hidden[-1] = last_block["h"]  # HF's last hidden state has the final norm applied; the convention is pre-norm
     last = torch.as_tensor(enc.spans[:, 1] - 1, device=model.device)
     vectors = torch.stack([hidden[k][0, last].float() for k in layers]).cpu().numpy()
-    return metrics_of_vectors(vectors, nodes, graph.n, graph.extra["semantic_pairs"], graph.extra["graph_pairs"],
-                              keep=enc.spans[:, 0] != 0)
+    return metrics_of_vectors(vectors, nodes, graph.n, pair_distances(graph), keep=enc.spans[:, 0] != 0)
 
 
 def predecessor_trial(model, encode, words, nodes, graph, layers, positions):
@@ -66,7 +82,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--context-lengths", default="10,20,50")
     parser.add_argument("--trials", type=int, default=2)
-    parser.add_argument("--condition", default="semantic", choices=exp.CONDITIONS)
+    parser.add_argument("--condition", default="semantic", choices=CONDITIONS)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default=None)
@@ -83,16 +99,16 @@ def main(argv=None) -> int:
         model = load_model(args.model, dtype=args.dtype, device=args.device)
         encode = tokenizer_encoder(model.tokenizer)
     layers = list(range(model.n_layers))
-    lengths = exp.parse_context_lengths(args.context_lengths)
+    lengths = sorted({int(n) for n in args.context_lengths.split(",")})
     n_max = max(lengths)
     engine = LooEngine(model, encode=encode)
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     # warm both paths up at the largest shapes (a trial seed no timed trial uses), so that neither pays first-call
     # costs (kernel selection, allocator growth) inside the timing
-    g, nodes, words = exp.trial_inputs(args.condition, args.seed + 1000, 0, n_max, n_max)
-    engine.trial(words, nodes, g.n, g.extra["semantic_pairs"], g.extra["graph_pairs"], layers, context_lengths=lengths)
+    g, nodes, words = trial_inputs(args.condition, args.seed + 1000, 0, n_max, n_max)
+    engine.trial(words, nodes, g.n, pair_distances(g), layers, context_lengths=lengths)
     for n in lengths:
-        engine.trial(words[:n], nodes[:n], g.n, g.extra["semantic_pairs"], g.extra["graph_pairs"], layers)
+        engine.trial(words[:n], nodes[:n], g.n, pair_distances(g), layers)
     predecessor_trial(model, encode, words, nodes, g, layers, [1])
 
     print(f"# {model.name} ({model.dtype}, {model.device}, {torch.get_num_threads()} threads): "
@@ -103,26 +119,26 @@ def main(argv=None) -> int:
     worst = {n: [0.0, 0.0] for n in lengths}   # max relative metric difference, max influence difference / |metric|
 
     def compare(n, new, old_full, old_loo):
-        assert np.array_equal(np.isnan(new.loo), np.isnan(old_loo)), "undefined values differ"
+        assert np.array_equal(np.isnan(new.edited), np.isnan(old_loo)), "undefined values differ"
         with np.errstate(invalid="ignore", divide="ignore"):
             rel = max(np.nanmax(np.abs(new.full - old_full) / np.abs(old_full)),
-                      np.nanmax(np.abs(new.loo - old_loo) / np.abs(old_loo)))
+                      np.nanmax(np.abs(new.edited - old_loo) / np.abs(old_loo)))
             # influence differences relative to the size of the metric itself (float32 rounding of M)
             scaled = np.nanmax(np.abs(new.influence - (old_full[None] - old_loo)) / np.abs(old_full[None]))
         worst[n] = [max(worst[n][0], rel), max(worst[n][1], scaled)]
 
     for trial in range(args.trials):
-        graph, nodes, words = exp.trial_inputs(args.condition, args.seed, trial, n_max, n_max)
-        pairs = (graph.extra["semantic_pairs"], graph.extra["graph_pairs"])
+        graph, nodes, words = trial_inputs(args.condition, args.seed, trial, n_max, n_max)
+        measure = pair_distances(graph)
         sync()
         start = time.perf_counter()
-        shared = engine.trial(words, nodes, graph.n, *pairs, layers, positions=np.arange(n_max), loss=True,
+        shared = engine.trial(words, nodes, graph.n, measure, layers, positions=np.arange(n_max), loss=True,
                               context_lengths=lengths)
         sync()
         t_shared += time.perf_counter() - start
         for n in lengths:
             start = time.perf_counter()
-            each = engine.trial(words[:n], nodes[:n], graph.n, *pairs, layers, positions=np.arange(n), loss=True)
+            each = engine.trial(words[:n], nodes[:n], graph.n, measure, layers, positions=np.arange(n), loss=True)
             sync()
             t_each[n] += time.perf_counter() - start
             start = time.perf_counter()

@@ -1,8 +1,10 @@
 """loo_multilayer at the predecessor's full settings on a model with Llama-3-8B's shapes: wall time and peak memory.
 
 The predecessor's all-layer leave-one-out run took 7-8 hours on an A40 for Llama-3-8B (14 context lengths, 5 trials,
-both word sets, all 32 layers). This script runs the same measurement (``iclnb.experiments.loo.measure``: the same
-walks, every position, every layer, the full context's loss) on a random-init LlamaForCausalLM with Llama-3-8B's
+both word sets, all 32 layers). This script runs the same measurement (what ``iclnb.experiments.loo.measure`` runs:
+the loo experiment's walks, every N from the largest N's passes, every position, every layer, the full context's
+loss; driven here through the engine directly, so the script depends only on the engine, the graphs and the models)
+on a random-init LlamaForCausalLM with Llama-3-8B's
 shapes in bfloat16 (hidden 4096, 32 layers, 32 heads, 8 key/value heads, intermediate 14336, vocabulary 128256).
 No tokenizer is available offline, so a stand-in word -> token ids map gives each of the 24 words 1 or 2 fixed
 random token ids, after BOS id 128000. Prints one JSON line: wall time, peak GPU memory
@@ -25,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.loo import pair_distances, trial_inputs  # noqa: E402
 from iclnb import graphs  # noqa: E402
-from iclnb.experiments import loo as exp  # noqa: E402
-from iclnb.loo import map_encoder  # noqa: E402
+from iclnb.loo import LooEngine, map_encoder, metrics_of_vectors  # noqa: E402
 from iclnb.models import random_init_model  # noqa: E402
 
 CONTEXT_LENGTHS = "6,7,8,9,10,12,15,20,25,30,40,50,75,100"
@@ -43,11 +45,9 @@ def stand_in_word_ids(seed: int) -> dict:
 def separate_pass_check(model, encode, seed: int, n_words: int = 20, positions=(0, 5, 19)) -> float:
     """Largest relative difference, over layers and metrics, between the engine's leave-one-out metrics and the
     same contexts run as separate plain passes (no cache, no packing) on this machine."""
-    from iclnb.loo import LooEngine, metrics_of_vectors
-
-    graph, nodes, words = exp.trial_inputs("semantic", seed, 0, n_words, n_words)
-    pairs = (graph.extra["semantic_pairs"], graph.extra["graph_pairs"])
-    trial = LooEngine(model, encode=encode).trial(words, nodes, graph.n, *pairs, "all", positions=list(positions),
+    graph, nodes, words = trial_inputs("semantic", seed, 0, n_words, n_words)
+    measure = pair_distances(graph)
+    trial = LooEngine(model, encode=encode).trial(words, nodes, graph.n, measure, "all", positions=list(positions),
                                                    loss=False)
     worst = 0.0
     for row, p in enumerate(trial.positions):
@@ -55,10 +55,22 @@ def separate_pass_check(model, encode, seed: int, n_words: int = 20, positions=(
         cap = model.run(enc.input_ids, layers="all")
         last = torch.as_tensor(enc.spans[:, 1] - 1)
         vectors = np.stack([cap.resid[k][0, last].cpu().numpy() for k in trial.layers])
-        ref = metrics_of_vectors(vectors, np.delete(nodes, p), graph.n, *pairs, keep=enc.spans[:, 0] != 0)
+        ref = metrics_of_vectors(vectors, np.delete(nodes, p), graph.n, measure, keep=enc.spans[:, 0] != 0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            worst = max(worst, float(np.nanmax(np.abs(trial.loo[row] - ref) / np.abs(ref))))
+            worst = max(worst, float(np.nanmax(np.abs(trial.edited[row] - ref) / np.abs(ref))))
     return worst
+
+
+def measure_all(engine, conditions, context_lengths, trials: int, seed: int) -> list:
+    """Every (condition, trial): one engine trial of the largest N serving every N (all layers, every position)."""
+    n_max = max(context_lengths)
+    out = []
+    for condition in conditions:
+        for trial in range(trials):
+            graph, nodes, words = trial_inputs(condition, seed, trial, n_max, n_max)
+            out.extend(engine.trial(words, nodes, graph.n, pair_distances(graph), "all", loss=True,
+                                    context_lengths=context_lengths).values())
+    return out
 
 
 def main(argv=None) -> int:
@@ -83,22 +95,24 @@ def main(argv=None) -> int:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     encode = map_encoder(stand_in_word_ids(args.seed), bos_id=BOS_ID)
+    conditions = [c for c in args.conditions.split(",") if c]
+    context_lengths = sorted({int(n) for n in args.context_lengths.split(",")})
+    engine = LooEngine(model, encode=encode, batch_tokens=args.batch_tokens or None)
     start = time.perf_counter()
-    data = exp.measure(None, model, args.conditions, args.context_lengths, args.trials, "all", positions="all",
-                       seed=args.seed, batch_tokens=args.batch_tokens or None, encode=encode, show_progress=False)
+    trials = measure_all(engine, conditions, context_lengths, args.trials, args.seed)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
     check = separate_pass_check(model, encode, args.seed)
-    influence = exp.influence_table(data)
-    n_inf = int(np.isinf(influence[["full", "loo", "influence"]].to_numpy(dtype=float)).sum())
-    undefined = int(influence["influence"].isna().sum())
+    values = np.concatenate([np.concatenate([t.full.ravel(), t.edited.ravel(), t.influence.ravel()]) for t in trials])
+    n_inf = int(np.isinf(values).sum())
+    undefined = int(sum(np.isnan(t.influence).sum() for t in trials))
     print(json.dumps({
         "benchmark": "loo_multilayer",
         "model": model.name, "dtype": str(dtype).replace("torch.", ""), "device": str(model.device),
         "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-        "context_lengths": data.context_lengths, "trials": data.n_trials, "conditions": data.conditions,
-        "layers": len(data.layers), "influence_rows": len(influence),
+        "context_lengths": context_lengths, "trials": args.trials, "conditions": conditions,
+        "layers": model.n_layers, "influence_rows": int(sum(t.influence.size for t in trials)),
         "wall_s": round(wall, 2), "model_build_s": round(build_s, 2),
         "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else None,
         "n_inf": n_inf, "n_undefined_influence": undefined,
