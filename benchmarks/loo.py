@@ -31,9 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iclnb import graphs  # noqa: E402
-from iclnb.loo import LooEngine, PairDistances, map_encoder, metrics_of_vectors, tokenizer_encoder  # noqa: E402
+from iclnb.methods.loo import LooEngine, PairDistances, map_encoder, metrics_of_vectors, tokenizer_encoder  # noqa: E402
 from iclnb.models import load_model, random_init_model  # noqa: E402
-from iclnb.seeding import stream  # noqa: E402
+from iclnb.core.seeding import stream  # noqa: E402
 
 CONDITIONS = ("semantic", "unrelated")
 

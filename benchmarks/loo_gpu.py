@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.loo import pair_distances, trial_inputs  # noqa: E402
 from iclnb import graphs  # noqa: E402
-from iclnb.loo import LooEngine, map_encoder, metrics_of_vectors  # noqa: E402
+from iclnb.methods.loo import LooEngine, map_encoder, metrics_of_vectors  # noqa: E402
 from iclnb.models import random_init_model  # noqa: E402
 
 CONTEXT_LENGTHS = "6,7,8,9,10,12,15,20,25,30,40,50,75,100"

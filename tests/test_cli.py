@@ -51,13 +51,11 @@ def notebooks(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(code), str(Path(cli.__file__).resolve().parents[1])]))
     directory = tmp_path / "notebooks"
     directory.mkdir()
-    import tiny  # noqa: F401  (the module the kernel will import)
+    import importlib
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    sys.modules.pop("tiny", None)
-    import importlib
-
+    sys.modules.pop("tiny", None)  # another test's tmp_path held the last one
     declaration = importlib.import_module("tiny").PARAMS
     nb.cells = [nbformat.v4.new_markdown_cell("# tiny"),
                 nbformat.v4.new_code_cell(declaration.parameters_cell(), metadata={"tags": ["parameters"]}),

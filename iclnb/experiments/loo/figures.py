@@ -1,22 +1,25 @@
-"""Plotly figures of the leave-one-out experiments (loo, loo_multilayer, loo_heatmap, compare_loo_metrics).
+"""Figures of the leave-one-out family (loo, loo_multilayer, loo_heatmap, compare_loo_metrics).
 
-Every builder takes a tidy DataFrame from ``iclnb.experiments.loo`` and returns a ``plotly.graph_objects.Figure``;
-titles and labels come from the data, never hard-coded findings.
+Every builder takes a tidy DataFrame from the family's steps and returns a ``plotly.graph_objects.Figure`` that fits
+a notebook column; titles and labels come from the data, never hard-coded findings.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from iclnb.figures import PALETTE as _PALETTE
-from iclnb.figures import ci_band
+from iclnb.plotting.style import PALETTE, band, layout
 
 COLORS = {"semantic": "#1f77b4", "unrelated": "#ff7f0e", "bridge": "#d62728", "anchor": "#2ca02c"}
+#: The unit of each metric (and of an influence on it).
+UNITS = {"cross": "residual norm", "within": "residual norm", "ratio": "dimensionless",
+         "within_sq": "squared residual norm"}
 
 
-def _band(fig, x, low, high, color, name, row=None, col=None, showlegend=False):
-    trace = ci_band(list(x), low, high, color, name, showlegend=showlegend)
-    fig.add_trace(trace, row=row, col=col) if row is not None else fig.add_trace(trace)
+def _unit(metric: str) -> str:
+    return UNITS.get(metric, "metric units")
 
 
 def _layer_or_last(table, layer):
@@ -24,58 +27,48 @@ def _layer_or_last(table, layer):
 
 
 def influence_by_position_figure(influence, metric: str = "ratio", layer=None, n_words=None):
-    """Mean influence (over trials) of each position at one layer and context length; bridges marked."""
-    import plotly.graph_objects as go
-
+    """Mean influence (over contexts) of each deleted position at one layer and context length; the marker colour
+    is the share of contexts in which the position is a bridge."""
     layer = _layer_or_last(influence, layer)
     n_words = int(influence["N"].max()) if n_words is None else int(n_words)
     sub = influence[(influence["layer"] == layer) & (influence["metric"] == metric) & (influence["N"] == n_words)]
     fig = go.Figure()
-    for condition, group in sub.groupby("condition", sort=False):
+    for i, (condition, group) in enumerate(sub.groupby("condition", sort=False)):
         stats = group.groupby("position").agg(mean=("influence", "mean"), bridge=("is_bridge", "mean")).reset_index()
         fig.add_trace(go.Scatter(
             x=stats["position"], y=stats["mean"], mode="lines+markers", name=condition,
             line=dict(color=COLORS.get(condition)),
             marker=dict(size=7, color=stats["bridge"], colorscale="Reds", cmin=0, cmax=1,
-                        line=dict(color=COLORS.get(condition), width=1),
-                        colorbar=dict(title="bridge share", x=1.1) if condition == sub["condition"].iloc[0] else None),
+                        line=dict(color=COLORS.get(condition), width=1), showscale=i == 0,
+                        colorbar=dict(title="bridge<br>share", thickness=12, len=0.6)),
             hovertemplate="position %{x}<br>influence %{y:.4g}<br>bridge share %{marker.color:.2f}"))
     fig.add_hline(y=0, line=dict(color="grey", width=1, dash="dot"))
-    fig.update_layout(title=f"Influence on {metric} by deleted position (N={n_words}, layer {layer}; marker colour: "
-                            f"share of trials where the position is a bridge)",
-                      xaxis_title="deleted word position", yaxis_title=f"{metric}(full) − {metric}(without p)",
-                      template="plotly_white")
-    return fig
+    fig.update_xaxes(title_text="deleted word position")
+    fig.update_yaxes(title_text=f"{metric}(full) − {metric}(without p) ({_unit(metric)})")
+    return layout(fig, f"Influence on {metric} by deleted position (N = {n_words}, layer {layer})",
+                  legend_below=True)
 
 
 def bridge_anchor_figure(table, metric: str = "ratio", layer=None):
-    """Bridge vs anchor mean influence with 95% intervals against N, one panel per condition, at one layer."""
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
-
+    """Bridge vs anchor mean influence with 95% intervals against N, one panel per word set, at one layer."""
     layer = _layer_or_last(table, layer)
     sub = table[(table["layer"] == layer) & (table["metric"] == metric)]
     conditions = list(dict.fromkeys(sub["condition"]))
-    fig = make_subplots(rows=1, cols=len(conditions), subplot_titles=conditions, shared_yaxes=True)
+    fig = make_subplots(rows=1, cols=max(len(conditions), 1), subplot_titles=conditions, shared_yaxes=True)
     for c, condition in enumerate(conditions, start=1):
         for cls in ("bridge", "anchor"):
             g = sub[(sub["condition"] == condition) & (sub["class"] == cls)].sort_values("N")
-            _band(fig, g["N"], g["ci_low"], g["ci_high"], COLORS[cls], cls, row=1, col=c)
-            fig.add_trace(go.Scatter(x=g["N"], y=g["mean"], mode="lines+markers", name=cls, legendgroup=cls,
-                                     line=dict(color=COLORS[cls]), showlegend=c == 1), row=1, col=c)
+            band(fig, g["N"], g["mean"], g["ci_low"], g["ci_high"], cls, COLORS[cls], row=1, col=c,
+                 showlegend=c == 1, marker=dict(size=6))
         fig.add_hline(y=0, line=dict(color="grey", width=1, dash="dot"), row=1, col=c)
         fig.update_xaxes(type="log", title_text="context length N (words)", row=1, col=c)
-    fig.update_yaxes(title_text=f"mean influence on {metric}", row=1, col=1)
-    fig.update_layout(title=f"Bridge vs anchor influence on {metric}, layer {layer} (95% bootstrap over trials)",
-                      template="plotly_white")
-    return fig
+    fig.update_yaxes(title_text=f"mean influence on {metric} ({_unit(metric)})", row=1, col=1)
+    return layout(fig, f"Bridge vs anchor influence on {metric}, layer {layer} (95% CI, contexts resampled)",
+                  legend_below=True)
 
 
 def temporal_figure(table, metric: str = "ratio", layer=None):
-    """Influence of fixed positions as the context grows, one panel per condition."""
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
-
+    """Influence of fixed positions as the context grows past them, one panel per word set."""
     layer = _layer_or_last(table, layer)
     sub = table[(table["layer"] == layer) & (table["metric"] == metric)]
     conditions = list(dict.fromkeys(sub["condition"]))
@@ -83,28 +76,21 @@ def temporal_figure(table, metric: str = "ratio", layer=None):
     for c, condition in enumerate(conditions, start=1):
         for i, (position, g) in enumerate(sub[sub["condition"] == condition].groupby("position")):
             g = g.sort_values("N")
-            color = _PALETTE[i % len(_PALETTE)]
-            _band(fig, g["N"], g["ci_low"], g["ci_high"], color, f"position {position}", row=1, col=c)
-            fig.add_trace(go.Scatter(x=g["N"], y=g["mean"], mode="lines+markers", name=f"position {position}",
-                                     legendgroup=f"position {position}", line=dict(color=color), showlegend=c == 1),
-                          row=1, col=c)
+            band(fig, g["N"], g["mean"], g["ci_low"], g["ci_high"], f"position {position}",
+                 PALETTE[i % len(PALETTE)], row=1, col=c, showlegend=c == 1, marker=dict(size=6))
         fig.update_xaxes(type="log", title_text="context length N (words)", row=1, col=c)
-    fig.update_yaxes(title_text=f"influence on {metric}", row=1, col=1)
-    fig.update_layout(title=f"Influence of fixed positions on {metric} as N grows, layer {layer} (95% bootstrap "
-                            "over trials)", template="plotly_white")
-    return fig
+    fig.update_yaxes(title_text=f"influence on {metric} ({_unit(metric)})", row=1, col=1)
+    return layout(fig, f"Influence of fixed positions on {metric} as N grows, layer {layer} (95% CI over contexts)",
+                  legend_below=True)
 
 
 def heatmap_figure(table, metric: str = "ratio"):
-    """Layer x N heatmaps of the influence: rows (condition, class), columns mean / std."""
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
-
+    """Layer x N heatmaps of the influence: rows (word set, position class), columns mean / std."""
     sub = table[table["metric"] == metric]
     conditions = list(dict.fromkeys(sub["condition"]))
     panels = [(c, cls) for c in conditions for cls in ("bridge", "anchor")]
-    fig = make_subplots(rows=len(panels), cols=2, horizontal_spacing=0.12, vertical_spacing=0.06,
-                        subplot_titles=[f"{c} · {cls} · {stat}" for c, cls in panels for stat in ("mean", "std")])
+    fig = make_subplots(rows=len(panels), cols=2, horizontal_spacing=0.2, vertical_spacing=0.08,
+                        subplot_titles=[f"{c}, {cls}: {stat}" for c, cls in panels for stat in ("mean", "std")])
     for r, (condition, cls) in enumerate(panels, start=1):
         g = sub[(sub["condition"] == condition) & (sub["class"] == cls)]
         for c, stat in enumerate(("mean", "std"), start=1):
@@ -114,43 +100,37 @@ def heatmap_figure(table, metric: str = "ratio"):
             bound = float(np.abs(finite).max()) if finite.size else 1.0
             kwargs = dict(colorscale="RdBu_r", zmid=0, zmin=-bound, zmax=bound) if stat == "mean" else \
                 dict(colorscale="Viridis")
-            fig.add_trace(go.Heatmap(z=z, x=[str(n) for n in grid.columns], y=grid.index.tolist(), **kwargs,
-                                     colorbar=dict(len=0.9 / len(panels), y=1 - (r - 0.5) / len(panels),
-                                                   x=0.44 if c == 1 else 1.0, thickness=10),
+            fig.add_trace(go.Heatmap(z=z, x=[str(n) for n in grid.columns], y=[str(k) for k in grid.index], **kwargs,
+                                     colorbar=dict(len=0.8 / len(panels), y=1 - (r - 0.5) / len(panels),
+                                                   x=0.41 if c == 1 else 1.01, thickness=10),
                                      hovertemplate="N %{x}<br>layer %{y}<br>" + stat + " %{z:.4g}<extra></extra>"),
                           row=r, col=c)
-            fig.update_xaxes(title_text="N", type="category", row=r, col=c)
+            fig.update_xaxes(title_text="N (words)", type="category", row=r, col=c)
             fig.update_yaxes(title_text="layer", type="category", row=r, col=c)
-    fig.update_layout(title=f"Leave-one-out influence on {metric}: layer x context length", template="plotly_white",
-                      height=320 * len(panels), width=1000)
-    return fig
+    return layout(fig, f"Leave-one-out influence on {metric} ({_unit(metric)}): layer x context length",
+                  height=300 * len(panels) + 80)
 
 
 def metric_curves_figure(curves):
-    """Full-context metrics against N with 95% intervals over trials, one panel per metric."""
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
-
+    """Full-context metrics against N with 95% intervals over contexts, one panel per metric."""
     metrics = list(dict.fromkeys(curves["metric"]))
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
+    fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=[f"{m} ({_unit(m)})" for m in metrics])
     for m, metric in enumerate(metrics, start=1):
         for condition, g in curves[curves["metric"] == metric].groupby("condition", sort=False):
             g = g.sort_values("N")
-            color = COLORS.get(condition)
-            _band(fig, g["N"], g["ci_low"], g["ci_high"], color, condition, row=1, col=m)
-            fig.add_trace(go.Scatter(x=g["N"], y=g["mean"], mode="lines+markers", name=condition,
-                                     legendgroup=condition, line=dict(color=color), showlegend=m == 1), row=1, col=m)
-        fig.update_xaxes(type="log", title_text="N (words)", row=1, col=m)
+            band(fig, g["N"], g["mean"], g["ci_low"], g["ci_high"], condition, COLORS.get(condition, PALETTE[0]),
+                 row=m, col=1, showlegend=m == 1, marker=dict(size=6))
+        fig.update_yaxes(title_text=metric, row=m, col=1)
+    fig.update_xaxes(type="log", title_text="context length N (words)", row=len(metrics), col=1)
     layer = curves["layer"].iloc[0] if len(curves) else ""
-    fig.update_layout(title=f"Full-context metrics vs N, layer {layer} (95% bootstrap over trials)",
-                      template="plotly_white", width=300 * len(metrics) + 200)
-    return fig
+    return layout(fig, f"Full-context metrics vs N, layer {layer} (95% CI over contexts)",
+                  height=220 * len(metrics) + 120, legend_below=True)
 
 
-def influence_scatter_figure(wide, correlations, x: str = "ratio", y: str = "energy", layer=None):
-    """Influence on one metric against influence on another (every position, N, trial) at one layer."""
-    import plotly.graph_objects as go
-
+def influence_scatter_figure(wide, correlations, x: str = "ratio", y: str = "within_sq", layer=None):
+    """Influence on one metric against influence on another (every position, N, context) at one layer; the legend
+    gives each word set's correlations."""
     layer = _layer_or_last(wide, layer)
     sub = wide[wide["layer"] == layer]
     fig = go.Figure()
@@ -158,36 +138,28 @@ def influence_scatter_figure(wide, correlations, x: str = "ratio", y: str = "ene
         row = correlations[(correlations["condition"] == condition) & (correlations["layer"] == layer)]
         r = row["pearson_r"].iloc[0] if len(row) else np.nan
         rho = row["spearman_rho"].iloc[0] if len(row) else np.nan
-        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="markers", marker=dict(size=5, opacity=0.5,
-                                                                             color=COLORS.get(condition)),
-                                 name=f"{condition} (r={r:.2f}, ρ={rho:.2f})", text=g["N"],
+        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="markers",
+                                 marker=dict(size=5, opacity=0.5, color=COLORS.get(condition)),
+                                 name=f"{condition} (Pearson r = {r:.2f}, Spearman ρ = {rho:.2f})", text=g["N"],
                                  hovertemplate=f"{x} %{{x:.4g}}<br>{y} %{{y:.4g}}<br>N %{{text}}"))
-    fig.update_layout(title=f"Influence on {y} vs influence on {x}, layer {layer}", xaxis_title=f"influence on {x}",
-                      yaxis_title=f"influence on {y}", template="plotly_white")
-    return fig
+    fig.update_xaxes(title_text=f"influence on {x} ({_unit(x)})")
+    fig.update_yaxes(title_text=f"influence on {y} ({_unit(y)})")
+    return layout(fig, f"Influence on {y} vs influence on {x}, layer {layer}", legend_below=True)
 
 
 def css_figure(css_table):
-    """CSS(position, Φ) across trials with 95% intervals, one panel per condition, one line per N."""
-    from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
-
+    """CSS(position, M) across contexts with 95% intervals, one panel per word set, one line per N."""
     conditions = list(dict.fromkeys(css_table["condition"]))
-    fig = make_subplots(rows=len(conditions), cols=1, subplot_titles=conditions, shared_xaxes=True)
+    metric = css_table["metric"].iloc[0] if len(css_table) else "metric"
+    fig = make_subplots(rows=max(len(conditions), 1), cols=1, subplot_titles=conditions, shared_xaxes=True)
     lengths = sorted(css_table["N"].unique())
     for r, condition in enumerate(conditions, start=1):
         for i, n_words in enumerate(lengths):
             g = css_table[(css_table["condition"] == condition) & (css_table["N"] == n_words)].sort_values("position")
-            color = _PALETTE[i % len(_PALETTE)]
-            ok = g[np.isfinite(g["ci_low"].astype(float))]
-            if len(ok):
-                _band(fig, ok["position"], ok["ci_low"], ok["ci_high"], color, f"N={n_words}", row=r, col=1)
-            fig.add_trace(go.Scatter(x=g["position"], y=g["css"], mode="lines", name=f"N={n_words}",
-                                     legendgroup=f"N={n_words}", line=dict(color=color), showlegend=r == 1),
-                          row=r, col=1)
-        fig.update_yaxes(title_text="CSS = −Cov(loss, Φ)", row=r, col=1)
-    fig.update_xaxes(title_text="word position", row=len(conditions), col=1)
+            band(fig, g["position"], g["css"], g["ci_low"], g["ci_high"], f"N = {n_words}",
+                 PALETTE[i % len(PALETTE)], row=r, col=1, showlegend=r == 1)
+        fig.update_yaxes(title_text=f"CSS (nats x {_unit(metric)})", row=r, col=1)
+    fig.update_xaxes(title_text="word position", row=max(len(conditions), 1), col=1)
     layer = css_table["layer"].iloc[0] if len(css_table) else ""
-    fig.update_layout(title=f"Context sensitivity of each position's loss to Φ (ratio) across trials, layer {layer}",
-                      template="plotly_white", height=300 * len(conditions) + 100)
-    return fig
+    return layout(fig, f"CSS = −Cov over contexts (word loss, {metric}), layer {layer} (95% CI)",
+                  height=280 * max(len(conditions), 1) + 120, legend_below=True)

@@ -47,8 +47,8 @@ from typing import ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from iclnb.capture import LOGIT_CHUNK_ELEMENTS, Capture, _StopForward, layer_hooks
-from iclnb.errors import IclnbError
+from iclnb.models.hooks import LOGIT_CHUNK_ELEMENTS, Capture, _StopForward, layer_hooks
+from iclnb.core.errors import IclnbError
 from iclnb.prompts import EncodedWalk, encode_walk
 from iclnb.represent import word_losses
 
@@ -524,7 +524,7 @@ class LooEngine:
         out, cache = self._full_pass(ctx, need_head=loss or variant_loss)
         token_loss = None
         if loss:
-            cap = Capture()  # the chunked float32 loss of iclnb.capture (never T x V logits at once)
+            cap = Capture()  # the chunked float32 loss of iclnb.models.hooks (never T x V logits at once)
             self.model._head_outputs(out.last_hidden_state, ctx.ids[None], None, True, None, cap)
             token_loss = cap.loss[0].cpu().numpy()
         if variant_loss:
@@ -552,7 +552,7 @@ class LooEngine:
         if not layers:
             raise IclnbError("the edit engine needs at least one block layer")
         if not isinstance(measure, Measure):
-            raise IclnbError("measure must have names and map (sums, counts) to metrics; see iclnb.loo.Measure")
+            raise IclnbError("measure must have names and map (sums, counts) to metrics; see iclnb.methods.loo.Measure")
         if not isinstance(edit, (Delete, Insert)):
             raise IclnbError(f"edit must be Delete() or Insert(word), got {edit!r}")
         words = list(words)

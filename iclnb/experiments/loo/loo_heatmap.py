@@ -1,0 +1,17 @@
+"""loo_heatmap: the influence of leave-one-out over layers and context lengths, read from a loo or loo_multilayer
+run: per metric, bridge and anchor positions, the mean and the standard deviation, for each word set."""
+
+from __future__ import annotations
+
+from iclnb.experiments.loo.loo import METRICS
+from iclnb.experiments.loo.source import describe, load_source
+from iclnb.experiments.params import OUTPUT_DIR, Str, StrList, declare
+
+__all__ = ["PARAMS", "load_source", "describe"]
+
+PARAMS = declare(
+    Str("results_dir", "", "a loo or loo_multilayer results directory; empty: results/loo_multilayer", None,
+        "directory"),
+    StrList("metrics", "ratio,cross,within,within_sq", "metrics to draw, one figure each", options=METRICS),
+    OUTPUT_DIR,
+)
