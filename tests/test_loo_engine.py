@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from iclnb import graphs
-from iclnb.errors import IclnbError
-from iclnb.loo import METRICS, Delete, Insert, LooEngine, PairDistances, map_encoder, metrics_of_vectors
+from iclnb.core.errors import IclnbError
+from iclnb.methods.loo import METRICS, Delete, Insert, LooEngine, PairDistances, map_encoder, metrics_of_vectors
 from iclnb.represent import word_losses
-from iclnb.seeding import stream
+from iclnb.core.seeding import stream
 from tests.tiny_models import tiny_model
 
 FAMILIES = ["llama", "gemma3", "gpt2", "mistral", "gemma2", "qwen2", "gpt_neox"]
