@@ -53,6 +53,14 @@ def layout(fig, title: str, height: int = 420, width: int | None = COLUMN_WIDTH,
     area, clear of the data and of any colour bar."""
     extra = {}
     if legend_below:
-        extra["legend"] = dict(orientation="h", yanchor="top", y=-70 / height, xanchor="left", x=0)
+        extra["legend"] = dict(orientation="h", yanchor="top", y=-110 / height, xanchor="left", x=0)
     fig.update_layout(title=title, height=height, width=width, template=TEMPLATE, **extra, **kw)
+    return fig
+
+
+def log_x(fig, values, title: str, row=None, col=None):
+    """A log-scaled x axis whose ticks are exactly ``values`` (the context lengths measured), labelled in full."""
+    values = sorted({float(v) for v in values})
+    kw = {} if row is None else dict(row=row, col=col)
+    fig.update_xaxes(type="log", title_text=title, tickvals=values, ticktext=[f"{v:g}" for v in values], **kw)
     return fig

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from iclnb.plotting.style import PALETTE, band, layout
+from iclnb.plotting.style import PALETTE, band, layout, log_x
 
 COLORS = {"semantic": "#1f77b4", "unrelated": "#ff7f0e", "bridge": "#d62728", "anchor": "#2ca02c"}
 #: The unit of each metric (and of an influence on it).
@@ -61,7 +61,7 @@ def bridge_anchor_figure(table, metric: str = "ratio", layer=None):
             band(fig, g["N"], g["mean"], g["ci_low"], g["ci_high"], cls, COLORS[cls], row=1, col=c,
                  showlegend=c == 1, marker=dict(size=6))
         fig.add_hline(y=0, line=dict(color="grey", width=1, dash="dot"), row=1, col=c)
-        fig.update_xaxes(type="log", title_text="context length N (words)", row=1, col=c)
+        log_x(fig, sub["N"], "context length N (words)", row=1, col=c)
     fig.update_yaxes(title_text=f"mean influence on {metric} ({_unit(metric)})", row=1, col=1)
     return layout(fig, f"Bridge vs anchor influence on {metric}, layer {layer} (95% CI, contexts resampled)",
                   legend_below=True)
@@ -78,7 +78,7 @@ def temporal_figure(table, metric: str = "ratio", layer=None):
             g = g.sort_values("N")
             band(fig, g["N"], g["mean"], g["ci_low"], g["ci_high"], f"position {position}",
                  PALETTE[i % len(PALETTE)], row=1, col=c, showlegend=c == 1, marker=dict(size=6))
-        fig.update_xaxes(type="log", title_text="context length N (words)", row=1, col=c)
+        log_x(fig, sub["N"], "context length N (words)", row=1, col=c)
     fig.update_yaxes(title_text=f"influence on {metric} ({_unit(metric)})", row=1, col=1)
     return layout(fig, f"Influence of fixed positions on {metric} as N grows, layer {layer} (95% CI over contexts)",
                   legend_below=True)
@@ -89,7 +89,7 @@ def heatmap_figure(table, metric: str = "ratio"):
     sub = table[table["metric"] == metric]
     conditions = list(dict.fromkeys(sub["condition"]))
     panels = [(c, cls) for c in conditions for cls in ("bridge", "anchor")]
-    fig = make_subplots(rows=len(panels), cols=2, horizontal_spacing=0.2, vertical_spacing=0.08,
+    fig = make_subplots(rows=len(panels), cols=2, horizontal_spacing=0.2, vertical_spacing=0.35 / len(panels),
                         subplot_titles=[f"{c}, {cls}: {stat}" for c, cls in panels for stat in ("mean", "std")])
     for r, (condition, cls) in enumerate(panels, start=1):
         g = sub[(sub["condition"] == condition) & (sub["class"] == cls)]
@@ -105,7 +105,7 @@ def heatmap_figure(table, metric: str = "ratio"):
                                                    x=0.41 if c == 1 else 1.01, thickness=10),
                                      hovertemplate="N %{x}<br>layer %{y}<br>" + stat + " %{z:.4g}<extra></extra>"),
                           row=r, col=c)
-            fig.update_xaxes(title_text="N (words)", type="category", row=r, col=c)
+            fig.update_xaxes(title_text="N (words)" if r == len(panels) else None, type="category", row=r, col=c)
             fig.update_yaxes(title_text="layer", type="category", row=r, col=c)
     return layout(fig, f"Leave-one-out influence on {metric} ({_unit(metric)}): layer x context length",
                   height=300 * len(panels) + 80)
@@ -122,7 +122,7 @@ def metric_curves_figure(curves):
             band(fig, g["N"], g["mean"], g["ci_low"], g["ci_high"], condition, COLORS.get(condition, PALETTE[0]),
                  row=m, col=1, showlegend=m == 1, marker=dict(size=6))
         fig.update_yaxes(title_text=metric, row=m, col=1)
-    fig.update_xaxes(type="log", title_text="context length N (words)", row=len(metrics), col=1)
+    log_x(fig, curves["N"], "context length N (words)", row=len(metrics), col=1)
     layer = curves["layer"].iloc[0] if len(curves) else ""
     return layout(fig, f"Full-context metrics vs N, layer {layer} (95% CI over contexts)",
                   height=220 * len(metrics) + 120, legend_below=True)

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 
 from iclnb.core.layers import layer_key
 from iclnb.plotting.embedding import embedding_traces
-from iclnb.plotting.style import COLUMN_WIDTH, PALETTE, band, layout
+from iclnb.plotting.style import COLUMN_WIDTH, PALETTE, band, layout, log_x
 
 __all__ = ["accuracy_figure", "geometry_heatmap", "geometry_curves", "pca_figure"]
 
@@ -97,8 +97,7 @@ def geometry_curves(geo: dict, layers=None) -> go.Figure:
                              name="E_norm chance (fraction of node pairs that are edges)",
                              line=dict(color="#7f7f7f", dash="dash")), row=1, col=1)
     fig.add_hline(y=0, line=dict(color="#999999", width=1), row=1, col=2)
-    ticks = [int(t) for t in geo["context_tokens"]]
-    fig.update_xaxes(title_text="context (tokens)", type="log", tickvals=ticks, ticktext=[str(t) for t in ticks])
+    log_x(fig, geo["context_tokens"], "context (tokens)")
     fig.update_yaxes(title_text=ENERGY_TITLE, row=1, col=1)
     fig.update_yaxes(title_text=DCORR_TITLE, row=1, col=2)
     return layout(fig, "Node-mean geometry against context (95% bootstrap CI over contexts)", height=500,
