@@ -336,7 +336,9 @@ def temporal_table(data: LooData, seed: int = 42, n_boot: int = 1000, positions=
                     rows.append({"condition": condition, "position": position, "N": n_words, "layer": layer,
                                  "metric": metric, "mean": mean[li, mi], "ci_low": low[li, mi],
                                  "ci_high": high[li, mi], "n": int(np.isfinite(values[:, li, mi]).sum())})
-    return pd.DataFrame(rows)
+    # no context reaches a temporal position: an empty table that still has its columns
+    return pd.DataFrame(rows, columns=["condition", "position", "N", "layer", "metric", "mean", "ci_low", "ci_high",
+                                       "n"])
 
 
 def full_context_table(data: LooData):
