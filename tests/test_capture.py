@@ -163,3 +163,19 @@ def test_word_states_do_not_depend_on_batch_size():
     assert np.isnan(first.word_loss[0])
     for i, (s, e) in enumerate(first.encoding.spans[1:], start=1):
         np.testing.assert_allclose(first.word_loss[i], token_loss[s - 1 : e - 1].sum(), rtol=1e-5)
+
+
+def test_captured_layers_answer_to_every_spelling_and_the_package_exports_the_entry_points():
+    import iclnb
+    from iclnb.models import load_model
+    from iclnb.prompts import encode_walk
+
+    model, _ = tiny_model("llama")
+    ids = torch.arange(1, 9)
+    cap = model.run(ids, layers=[0, 2, -1])
+    last = model.n_layers - 1
+    assert torch.equal(cap.resid[-1], cap.resid[last]) and torch.equal(cap.resid["2"], cap.resid[2])
+    assert -1 in cap.resid and 1 not in cap.resid
+    with pytest.raises(KeyError, match="not captured"):
+        cap.resid[1]
+    assert iclnb.load_model is load_model and iclnb.encode_walk is encode_walk

@@ -13,6 +13,7 @@ from iclnb.core.seeding import stream
 from iclnb.experiments.loo.loo import METRICS
 from iclnb.experiments.loo.source import describe, load_source
 from iclnb.experiments.params import N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice, Str, declare
+from iclnb.results.io import nan_array
 from iclnb.stats import bootstrap_ci
 
 __all__ = ["PARAMS", "load_source", "describe", "metric_curves", "influence_correlations", "css_across_contexts"]
@@ -40,9 +41,9 @@ def full_context(source, layer: int):
     for condition, by_n in source.results[source.layer(layer)]["full_context"].items():
         for key, metrics in by_n.items():
             for metric, values in metrics.items():
-                for context, value in enumerate(values):
+                for context, value in enumerate(nan_array(values)):
                     rows.append({"condition": condition, "N": int(key.removeprefix("N_")), "context": context,
-                                 "metric": metric, "value": np.nan if value is None else value})
+                                 "metric": metric, "value": value})
     return pd.DataFrame(rows)
 
 
@@ -87,7 +88,6 @@ def css_across_contexts(source, layer, metric: str, seed: int, n_boot: int, n_pe
     import pandas as pd
 
     from iclnb.metrics import css_summary
-    from iclnb.results.io import nan_array
 
     layer = source.layer_number(layer)
     full = source.results[source.layer(layer)]["full_context"]
