@@ -198,8 +198,8 @@ DTYPE = Str("dtype", "", "empty: float32 on CPU, bfloat16 on GPU; or float32, bf
             "empty, float32, bfloat16, float16 or float64")
 OUTPUT_DIR = Str("output_dir", "", "empty: results/<notebook>", None, "directory")
 SEED = Int("seed", 42, "run seed; every random draw comes from a stream derived from it", min=0)
-N_BOOT = Int("n_boot", 1000, "bootstrap resamples for confidence intervals", min=100)
-N_PERM = Int("n_perm", 1000, "permutations for p-values", min=100)
+N_BOOT = Int("n_boot", 1000, "bootstrap resamples for confidence intervals", min=10)
+N_PERM = Int("n_perm", 1000, "permutations for p-values", min=10)
 
 
 def common(layers: str = "default") -> tuple[Param, ...]:

@@ -79,7 +79,7 @@ def test_parameters_are_checked_before_any_work():
     for bad, message in [({"metric": "energy"}, "metric must be one of cross, within, ratio, within_sq"),
                          ({"positions": "0"}, "positions must be auto, all or a stride of at least 1"),
                          ({"conditions": "semantic,other"}, "subset of semantic, unrelated"),
-                         ({"n_boot": 0}, "n_boot must be at least 100"),
+                         ({"n_boot": 0}, "n_boot must be at least 10"),
                          ({"context_lengths": "1,5"}, "context_lengths must be at least 2")]:
         with pytest.raises(IclnbError, match=message):
             exp.PARAMS.validate(bad)

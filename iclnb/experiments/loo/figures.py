@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from iclnb.plotting.style import PALETTE, band, layout, log_x
 
+CLASSES = ("bridge", "anchor")
 COLORS = {"semantic": "#1f77b4", "unrelated": "#ff7f0e", "bridge": "#d62728", "anchor": "#2ca02c"}
 #: The unit of each metric (and of an influence on it).
 UNITS = {"cross": "residual norm", "within": "residual norm", "ratio": "dimensionless",
@@ -49,46 +50,47 @@ def influence_by_position_figure(influence, metric: str = "ratio", layer=None, n
                   legend_below=True)
 
 
+def _panels_over_n(sub, series, ytitle: str, title: str):
+    """One panel per word set; in each, one band per series against N on a log axis. ``series(rows)`` gives the
+    (name, colour, rows sorted by N) of one word set's rows."""
+    conditions = list(dict.fromkeys(sub["condition"]))
+    fig = make_subplots(rows=1, cols=max(len(conditions), 1), subplot_titles=conditions, shared_yaxes=True)
+    for c, condition in enumerate(conditions, start=1):
+        for name, color, g in series(sub[sub["condition"] == condition]):
+            band(fig, g["N"], g["mean"], g["ci_low"], g["ci_high"], name, color, row=1, col=c, showlegend=c == 1,
+                 marker=dict(size=6))
+        fig.add_hline(y=0, line=dict(color="grey", width=1, dash="dot"), row=1, col=c)
+        log_x(fig, sub["N"], "context length N (words)", row=1, col=c)
+    fig.update_yaxes(title_text=ytitle, row=1, col=1)
+    return layout(fig, title, legend_below=True)
+
+
 def bridge_anchor_figure(table, metric: str = "ratio", layer=None):
     """Bridge vs anchor mean influence with 95% intervals against N, one panel per word set, at one layer."""
     layer = _layer_or_last(table, layer)
     sub = table[(table["layer"] == layer) & (table["metric"] == metric)]
-    conditions = list(dict.fromkeys(sub["condition"]))
-    fig = make_subplots(rows=1, cols=max(len(conditions), 1), subplot_titles=conditions, shared_yaxes=True)
-    for c, condition in enumerate(conditions, start=1):
-        for cls in ("bridge", "anchor"):
-            g = sub[(sub["condition"] == condition) & (sub["class"] == cls)].sort_values("N")
-            band(fig, g["N"], g["mean"], g["ci_low"], g["ci_high"], cls, COLORS[cls], row=1, col=c,
-                 showlegend=c == 1, marker=dict(size=6))
-        fig.add_hline(y=0, line=dict(color="grey", width=1, dash="dot"), row=1, col=c)
-        log_x(fig, sub["N"], "context length N (words)", row=1, col=c)
-    fig.update_yaxes(title_text=f"mean influence on {metric} ({_unit(metric)})", row=1, col=1)
-    return layout(fig, f"Bridge vs anchor influence on {metric}, layer {layer} (95% CI, contexts resampled)",
-                  legend_below=True)
+    return _panels_over_n(
+        sub, lambda rows: [(cls, COLORS[cls], rows[rows["class"] == cls].sort_values("N")) for cls in CLASSES],
+        f"mean influence on {metric} ({_unit(metric)})",
+        f"Bridge vs anchor influence on {metric}, layer {layer} (95% CI, contexts resampled)")
 
 
 def temporal_figure(table, metric: str = "ratio", layer=None):
     """Influence of fixed positions as the context grows past them, one panel per word set."""
     layer = _layer_or_last(table, layer)
     sub = table[(table["layer"] == layer) & (table["metric"] == metric)]
-    conditions = list(dict.fromkeys(sub["condition"]))
-    fig = make_subplots(rows=1, cols=max(len(conditions), 1), subplot_titles=conditions, shared_yaxes=True)
-    for c, condition in enumerate(conditions, start=1):
-        for i, (position, g) in enumerate(sub[sub["condition"] == condition].groupby("position")):
-            g = g.sort_values("N")
-            band(fig, g["N"], g["mean"], g["ci_low"], g["ci_high"], f"position {position}",
-                 PALETTE[i % len(PALETTE)], row=1, col=c, showlegend=c == 1, marker=dict(size=6))
-        log_x(fig, sub["N"], "context length N (words)", row=1, col=c)
-    fig.update_yaxes(title_text=f"influence on {metric} ({_unit(metric)})", row=1, col=1)
-    return layout(fig, f"Influence of fixed positions on {metric} as N grows, layer {layer} (95% CI over contexts)",
-                  legend_below=True)
+    return _panels_over_n(
+        sub, lambda rows: [(f"position {position}", PALETTE[i % len(PALETTE)], g.sort_values("N"))
+                           for i, (position, g) in enumerate(rows.groupby("position"))],
+        f"influence on {metric} ({_unit(metric)})",
+        f"Influence of fixed positions on {metric} as N grows, layer {layer} (95% CI over contexts)")
 
 
 def heatmap_figure(table, metric: str = "ratio"):
     """Layer x N heatmaps of the influence: rows (word set, position class), columns mean / std."""
     sub = table[table["metric"] == metric]
     conditions = list(dict.fromkeys(sub["condition"]))
-    panels = [(c, cls) for c in conditions for cls in ("bridge", "anchor")]
+    panels = [(c, cls) for c in conditions for cls in CLASSES]
     fig = make_subplots(rows=len(panels), cols=2, horizontal_spacing=0.2, vertical_spacing=0.35 / len(panels),
                         subplot_titles=[f"{c}, {cls}: {stat}" for c, cls in panels for stat in ("mean", "std")])
     for r, (condition, cls) in enumerate(panels, start=1):
