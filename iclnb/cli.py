@@ -155,7 +155,9 @@ def cmd_run(args) -> int:
     out_arg = args.output
     for pname, text in pairs:
         if pname == "output_dir":
-            out_arg = out_arg or text
+            if out_arg and Path(out_arg).expanduser().resolve() != Path(text).expanduser().resolve():
+                raise UsageError(f"-o {out_arg} and -p output_dir {text} name different directories; give one")
+            out_arg = text
     pairs = [(n, t) for n, t in pairs if n != "output_dir"]
     overrides, values = checked_parameters(exp, pairs)
 
@@ -176,9 +178,11 @@ def cmd_run(args) -> int:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out_nb = out_dir / f"{exp.name}.ipynb"
-    # a finished run's executed notebook is replaced only by a rerun that succeeds
+    # The executed notebook is written beside its final name and moved there when the run ends, so a full disk
+    # or a kill never leaves a truncated notebook under that name; a finished run's executed notebook is replaced
+    # only by a rerun that succeeds.
     finished = (out_dir / RESULTS_NAME).is_file()
-    target = out_dir / f".{exp.name}.rerun.ipynb" if finished else out_nb
+    target = out_dir / f".{exp.name}.running.ipynb"
     kernel, language = _kernel_and_language(nb_path)
     parameters = {**overrides, "output_dir": str(out_dir)}
     os.environ.setdefault("ICLNB_PROGRESS", "text")
@@ -193,7 +197,8 @@ def cmd_run(args) -> int:
     except PapermillExecutionError as e:
         kept = _keep_failed(target, out_nb, finished)
         print(f"{PROG}: error: {exp.name} failed: {e.ename}: {e.evalue}", file=sys.stderr)
-        print(f"the executed notebook with the full traceback is at {kept}", file=sys.stderr)
+        if kept:
+            print(f"the executed notebook with the full traceback is at {kept}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         _keep_failed(target, out_nb, finished)
@@ -204,24 +209,42 @@ def cmd_run(args) -> int:
         kept = _keep_failed(target, out_nb, finished)
         first = (str(e).strip().splitlines() or [""])[0]
         print(f"{PROG}: error: {exp.name} failed: {type(e).__name__}: {first}", file=sys.stderr)
-        if kept.exists():
+        if kept:
             print(f"the executed notebook is at {kept}", file=sys.stderr)
         return 1
-    if target != out_nb:
-        os.replace(target, out_nb)
+    if _settle(target, out_nb) is None:
+        print(f"{PROG}: error: the executed notebook could not be written to {out_nb} (is the disk full?)",
+              file=sys.stderr)
+        return 1
     print(f"results: {out_dir}")
     for f in _listing(out_dir):
         print(f"  {f}")
     return 0
 
 
-def _keep_failed(target: Path, out_nb: Path, finished: bool) -> Path:
+def _readable(path: Path) -> bool:
+    import nbformat
+
+    try:
+        nbformat.read(str(path), as_version=4)
+        return True
+    except Exception:  # truncated (a full disk) or never written
+        return False
+
+
+def _settle(target: Path, final: Path) -> Path | None:
+    """Move the executed notebook to its final name when it is a whole notebook (returns that name); otherwise
+    drop it and leave what is there (returns None)."""
+    if _readable(target):
+        os.replace(target, final)
+        return final
+    target.unlink(missing_ok=True)
+    return None
+
+
+def _keep_failed(target: Path, out_nb: Path, finished: bool) -> Path | None:
     """Where a failed run's executed notebook stays: beside a finished run's notebook, never over it."""
-    if not finished or not target.exists():
-        return target
-    failed = out_nb.with_name(f"{out_nb.stem}.failed.ipynb")
-    os.replace(target, failed)
-    return failed
+    return _settle(target, out_nb.with_name(f"{out_nb.stem}.failed.ipynb") if finished else out_nb)
 
 
 def _parse_time(text):

@@ -230,3 +230,21 @@ def test_module_entry_point():
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "iclnb: error: parameter n_contexts expects an integer, got 'x'"
+
+
+def test_two_names_for_the_output_directory_are_refused(notebooks, tmp_path, capsys):
+    assert cli.main(["run", "tiny", "-o", str(tmp_path / "a"), "-p", "output_dir", str(tmp_path / "b")]) == 2
+    assert "name different directories" in error_line(capsys)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_truncated_executed_notebook_never_replaces_a_whole_one(tmp_path):
+    final = tmp_path / "x.ipynb"
+    final.write_text('{"whole": "notebook"}')
+    target = tmp_path / ".x.running.ipynb"
+    target.write_text('{"cells": [')  # what a full disk leaves
+    assert cli._settle(target, final) is None
+    assert final.read_text() == '{"whole": "notebook"}' and not target.exists()
+    nb = nbformat.v4.new_notebook()
+    nbformat.write(nb, target)
+    assert cli._settle(target, final) == final and nbformat.read(final, as_version=4).cells == []
