@@ -59,3 +59,47 @@ def test_a_finished_run_is_not_damaged_by_different_parameters(finished):
     assert rc == 2 and "n_contexts" in error_lines(err)[0]
     assert {p.name: p.read_bytes() for p in Path(out).iterdir() if p.is_file()} == snapshot
 
+
+
+# ---------------------------------------------------------------- every parameter checked before any work (in-process)
+
+
+@pytest.mark.parametrize("experiment, args, message", [
+    ("loo_multilayer", ["-p", "metric", "foo"], "parameter metric must be one of cross, within, ratio, within_sq"),
+    ("loo_multilayer", ["-p", "n_boot", "0"], "parameter n_boot must be at least 10"),
+    ("css_basic", ["-p", "n_perm", "-1"], "parameter n_perm must be at least 10"),
+    ("css_basic", ["-p", "n_contexts", "99999999999999999999999"], "parameter n_contexts must be at most 1000000"),
+    ("css_basic", ["-p", "batch_size", "0"], "parameter batch_size must be at least 1"),
+    ("css_basic", ["-p", "batch_size", "-1"], "parameter batch_size must be at least 1"),
+    ("css_basic", ["-p", "seed", "-1"], "parameter seed must be at least 0"),
+    ("css_basic", ["-p", "bridge_penalty", "inf"], "parameter bridge_penalty must be a finite number"),
+    ("css_basic", ["-p", "bridge_penalty", "nan"], "parameter bridge_penalty must be a finite number"),
+    ("css_basic", ["-p", "n_boot", "0"], "parameter n_boot must be at least 10"),
+    ("loo_heatmap", ["-p", "metrics", "foo"], "parameter metrics must be a comma-separated subset of"),
+    ("compare_loo_metrics", ["-p", "x_metric", "foo"], "parameter x_metric must be one of"),
+    ("compare_loo_metrics", ["-p", "n_boot", "0"], "parameter n_boot must be at least 10"),
+    ("reproduce_park", ["-p", "n_shuffles", "0"], "parameter n_shuffles must be at least 1"),
+    ("reproduce_park", ["-p", "words", ","], "parameter words holds no names"),
+])
+def test_bad_values_are_refused_before_anything_is_written(experiment, args, message, tmp_path, capsys):
+    from iclnb import cli
+
+    out = tmp_path / "out"
+    assert cli.main(["run", experiment, *args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("iclnb: error: ") and message in err[0], err
+    assert not out.exists()
+
+
+def test_a_checkpoint_of_other_parameters_is_not_reused_through_iclnb_run(finished, tmp_path):
+    import shutil
+
+    out, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "config.json").unlink()
+    (copy / "results.json").unlink()
+    rc, _, err = iclnb("run", "css_basic", "-p", "n_contexts", "3", "-p", "context_length", "13", "-p", "layers", "0",
+                       "-p", "n_boot", "20", "-p", "n_perm", "20", "-o", str(copy))
+    assert rc == 1 and "checkpoint_contexts.json was made by a run with other parameters" in error_lines(err)[0]
+    assert not (copy / "results.json").exists()

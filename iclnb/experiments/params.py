@@ -155,6 +155,9 @@ def StrList(name, default, help, options=None, allow_empty=False) -> Param:
     """A comma-separated list of names; with ``options``, a subset of them (order kept, repeats dropped)."""
     def check(n, value):
         parts = list(dict.fromkeys(_split(value)))
+        if not parts and allow_empty and str(value).strip():
+            raise IclnbError(f"parameter {n} holds no names (got {value!r}); leave it empty for the default or give "
+                             f"comma-separated names")
         if not parts and not allow_empty:
             raise IclnbError(f"parameter {n} is empty; give comma-separated names"
                              + (f" from {', '.join(options)}" if options else ""))
@@ -197,6 +200,9 @@ LAYERS = Layers()
 DTYPE = Str("dtype", "", "empty: float32 on CPU, bfloat16 on GPU; or float32, bfloat16, float16", _dtype_check,
             "empty, float32, bfloat16, float16 or float64")
 OUTPUT_DIR = Str("output_dir", "", "empty: results/<notebook>", None, "directory")
+#: The largest number of contexts any experiment accepts: beyond it a run would not finish on any machine (and a
+#: typo such as an extra zero should be caught before hours of work, not after).
+MAX_CONTEXTS = 1_000_000
 SEED = Int("seed", 42, "run seed; every random draw comes from a stream derived from it", min=0)
 N_BOOT = Int("n_boot", 1000, "bootstrap resamples for confidence intervals", min=10)
 N_PERM = Int("n_perm", 1000, "permutations for p-values", min=10)

@@ -17,8 +17,8 @@ from iclnb.core.errors import IclnbError
 from iclnb.core.layers import layer_key
 from iclnb.core.progress import progress
 from iclnb.core.seeding import stream
-from iclnb.experiments.params import (DTYPE, MODEL, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice, Float, Int, Layers,
-                                      declare)
+from iclnb.experiments.params import (DTYPE, MAX_CONTEXTS, MODEL, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice, Float,
+                                      Int, Layers, declare)
 from iclnb.metrics import (cluster_separation, coherence, css_summary, dirichlet_energy, node_means,
                            separation_null)
 from iclnb.represent import represent_walks
@@ -27,7 +27,7 @@ from iclnb.stats import bootstrap_ci
 
 PARAMS = declare(
     MODEL,
-    Int("n_contexts", 100, "contexts: fresh walks on one fixed graph", min=2),
+    Int("n_contexts", 100, "contexts: fresh walks on one fixed graph", min=2, max=MAX_CONTEXTS),
     Int("context_length", 50, "words per context", min=3),
     Layers(),
     Float("bridge_penalty", 0.3, "walk weight of a step into another cluster (1.0: the uniform walk of Park et al.)",

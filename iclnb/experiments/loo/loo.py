@@ -28,8 +28,8 @@ from iclnb.core.errors import IclnbError
 from iclnb.core.layers import layer_key
 from iclnb.core.progress import progress
 from iclnb.core.seeding import stream
-from iclnb.experiments.params import (DTYPE, MODEL, N_BOOT, OUTPUT_DIR, SEED, Choice, Int, IntList, Layers, Str,
-                                      StrList, declare)
+from iclnb.experiments.params import (DTYPE, MAX_CONTEXTS, MODEL, N_BOOT, OUTPUT_DIR, SEED, Choice, Int, IntList,
+                                      Layers, Str, StrList, declare)
 from iclnb.methods.loo import Delete, LooEngine, PairDistances
 from iclnb.results.io import nan_array, to_jsonable
 from iclnb.stats import bootstrap_ci
@@ -56,7 +56,7 @@ def _check_positions(name, value):
 PARAMS = declare(
     MODEL,
     Int("n_contexts", 5, "contexts: each draws a new graph (same word-to-cluster layout) and a new walk", min=2,
-        max=100_000),
+        max=MAX_CONTEXTS),
     Layers("-1"),
     IntList("context_lengths", "20,50,100,200", "context lengths N in words (each a prefix of the context's longest "
             "walk)", min=2, max=100_000),

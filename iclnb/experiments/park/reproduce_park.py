@@ -42,8 +42,8 @@ from iclnb.core.errors import IclnbError
 from iclnb.core.layers import EMBED, layer_key
 from iclnb.core.progress import progress
 from iclnb.core.seeding import stream
-from iclnb.experiments.params import (DTYPE, MODEL, OUTPUT_DIR, SEED, Choice, Int, IntList, Layers, StrList,
-                                      declare)
+from iclnb.experiments.params import (DTYPE, MAX_CONTEXTS, MODEL, OUTPUT_DIR, SEED, Choice, Int, IntList, Layers,
+                                      StrList, declare)
 from iclnb.experiments.park._per_context import N_PCS, VARIANTS, context_geometry, context_statistics, pair_targets
 from iclnb.metrics import dirichlet_energy, distance_correlation, pca, procrustes_fit, spectral_embedding
 from iclnb.stats import bootstrap_ci
@@ -58,7 +58,8 @@ PARAMS = declare(
         "(days_of_week_ring: ignored)", min=1),
     StrList("words", "", "empty: Park's 16 words for the 4x4 grid, else the first n of iclnb.graphs.NOUNS; or "
             "\"w1,w2,...\"", allow_empty=True),
-    Int("n_contexts", 16, "contexts: independent random walks (bootstrap intervals are over them)", min=2),
+    Int("n_contexts", 16, "contexts: independent random walks (bootstrap intervals are over them)", min=2,
+        max=MAX_CONTEXTS),
     IntList("context_lengths_tokens", "50,100,200,400,800,1400", "context lengths (tokens, BOS included) at which "
             "geometry is measured; each context holds as many whole words as fit in the largest", min=2),
     Int("window_tokens", 200, "node means use the words within the last window_tokens tokens of each context length"),
