@@ -22,8 +22,8 @@ import numpy as np
 
 from iclnb.core.errors import IclnbError
 
-__all__ = ["atomic_write", "write_text", "write_json", "read_json", "write_csv", "write_npz", "to_jsonable",
-           "nan_array"]
+__all__ = ["atomic_write", "write_text", "write_json", "read_json", "write_csv", "write_npz", "read_npz",
+           "to_jsonable", "nan_array"]
 
 
 def _umask() -> int:
@@ -81,6 +81,18 @@ def write_npz(path, **arrays) -> Path:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     return Path(path)
+
+
+def read_npz(path) -> dict | None:
+    """The arrays of an ``.npz`` written by :func:`write_npz`, or None when the file is missing or damaged (a
+    truncated file, say): the caller recomputes what it held. Never unpickles."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {name: f[name] for name in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def nan_array(values, dtype=np.float64) -> np.ndarray:

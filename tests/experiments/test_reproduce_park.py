@@ -433,3 +433,21 @@ def test_days_of_week_steps(tmp_path):
     table = exp.days_of_week_table(days)
     assert table.loc[0, "in-context ring: best pair"] == "PC1-PC2"
     assert table.loc[0, "in-context ring: r2"] > table.loc[0, "random ring order: best r2"]
+
+
+def test_a_truncated_node_means_file_is_measured_again(tiny_run):
+    import shutil
+
+    from iclnb.results.run import Run
+
+    r = tiny_run
+    copy = r.out.parent / "park_truncated"
+    shutil.copytree(r.out, copy)
+    damaged = copy / "raw_data" / "node_means_1.npz"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    run = Run.open(copy, "reproduce_park", dict(r.p))
+    again = exp.measure(run, r.model, r.setup, r.p)  # context 1 only is run again
+    run.close()
+    assert np.array_equal(again.mean_means["default"], r.data.mean_means["default"], equal_nan=True)
+    with np.load(damaged) as z:
+        assert z["means"].shape[0] == len(r.setup.layers)

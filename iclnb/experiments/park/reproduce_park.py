@@ -46,6 +46,7 @@ from iclnb.experiments.params import (DTYPE, MAX_CONTEXTS, MODEL, OUTPUT_DIR, SE
                                       StrList, declare)
 from iclnb.experiments.park._per_context import N_PCS, VARIANTS, context_geometry, context_statistics, pair_targets
 from iclnb.metrics import dirichlet_energy, distance_correlation, pca, procrustes_fit, spectral_embedding
+from iclnb.results.io import read_npz
 from iclnb.stats import bootstrap_ci
 
 GRAPHS = ("grid", "ring", "hex_lattice", "days_of_week_ring")
@@ -235,7 +236,8 @@ def measure(run, model, setup: Setup, p) -> Measurements:
     n = len(setup.walks)
     ck = run.checkpoint("contexts", total=n, every_s=0)
     raw = run.raw_data_dir
-    todo = [i for i in range(n) if str(i) not in ck or not (raw / f"node_means_{i}.npz").exists()]
+    # a context whose node means are missing or damaged (a truncated npz) is measured again
+    todo = [i for i in range(n) if str(i) not in ck or read_npz(raw / f"node_means_{i}.npz") is None]
     sink_state = sink_states(model, setup.layers) if setup.bos and todo else None
     bar = progress(total=n, desc="contexts", initial=n - len(todo))
     for start in range(0, len(todo), p.batch_size):
@@ -256,9 +258,9 @@ def measure(run, model, setup: Setup, p) -> Measurements:
     sums = {"default": 0.0, "sink_included": 0.0}
     seen = {"default": 0, "sink_included": 0}
     for i in range(n):
-        with np.load(raw / f"node_means_{i}.npz") as z:
-            m, s = z["means"].astype(np.float64), z["sink_means"].astype(np.float64)
-            sidx = z["sink_context_index"]
+        z = read_npz(raw / f"node_means_{i}.npz")
+        m, s = np.asarray(z["means"], dtype=np.float64), np.asarray(z["sink_means"], dtype=np.float64)
+        sidx = z["sink_context_index"]
         with_sink = m.copy()
         with_sink[:, sidx] = s
         for variant, means in (("default", m), ("sink_included", with_sink)):
