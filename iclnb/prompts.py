@@ -1,4 +1,4 @@
-"""Walk -> token ids with an exact word-to-token-span map (SPEC section 1, Prompt encoding and Word representation).
+"""Walk -> token ids with an exact word-to-token-span map (docs/methods.md, Prompts).
 
 A walk is a list of words; the prompt is the words joined by single spaces. Every occurrence of a word, the first
 included, is encoded in its leading-space form (" apple"), so all occurrences of a word have the same token span.

@@ -1,4 +1,4 @@
-"""Metrics over word representations (SPEC section 5): structure, collapse and the Context Sensitivity Score."""
+"""Metrics over word representations: structure, collapse and the Context Sensitivity Score."""
 
 from iclnb.metrics.css import css, css_by_node, css_summary
 from iclnb.metrics.structure import (
