@@ -9,8 +9,9 @@ declaration:
 * :meth:`Declaration.validate` turns the notebook's values into :class:`Values` (checked, normalised: lists parsed,
   strings stripped) before any model is loaded, and ``config.json`` records every declared parameter.
 
-A default is written once, here. The common parameters (``model``, ``layers``, ``dtype``, ``output_dir``,
-``seed``) are declared once below and reused by every experiment.
+A default is written once, in the declaration. The parameters every experiment shares (``model``, ``dtype``,
+``output_dir``, ``seed``, ``n_boot``, ``n_perm``) are declared once below and reused; ``Layers(default)`` gives the
+``layers`` parameter with an experiment's own default.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from iclnb.core.errors import IclnbError
 from iclnb.core.layers import check_layers_spec
 
 __all__ = ["Param", "Int", "Float", "Bool", "Str", "Choice", "IntList", "StrList", "Layers", "declare",
-           "Declaration", "Values", "MODEL", "LAYERS", "DTYPE", "OUTPUT_DIR", "SEED", "N_BOOT", "N_PERM",
-           "common"]
+           "Declaration", "Values", "MODEL", "DTYPE", "OUTPUT_DIR", "SEED", "N_BOOT", "N_PERM", "MAX_CONTEXTS"]
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,6 @@ def _model_check(name, value):
 
 MODEL = Str("model", "gemma-3-270m", "embedded model name, Hugging Face id, or local directory", _model_check,
             "model name or directory")
-LAYERS = Layers()
 DTYPE = Str("dtype", "", "empty: float32 on CPU, bfloat16 on GPU; or float32, bfloat16, float16", _dtype_check,
             "empty, float32, bfloat16, float16 or float64")
 OUTPUT_DIR = Str("output_dir", "", "empty: results/<notebook>", None, "directory")
@@ -206,16 +205,6 @@ MAX_CONTEXTS = 1_000_000
 SEED = Int("seed", 42, "run seed; every random draw comes from a stream derived from it", min=0)
 N_BOOT = Int("n_boot", 1000, "bootstrap resamples for confidence intervals", min=10)
 N_PERM = Int("n_perm", 1000, "permutations for p-values", min=10)
-
-
-def common(layers: str = "default") -> tuple[Param, ...]:
-    """The parameters every model-running experiment shares, in the order notebooks list them."""
-    return (MODEL, Layers(layers) if layers != LAYERS.default else LAYERS)
-
-
-def run_parameters() -> tuple[Param, ...]:
-    """The parameters that close every parameters cell: where to write, in which dtype, from which seed."""
-    return (OUTPUT_DIR, DTYPE, SEED)
 
 
 # ------------------------------------------------------------------------------------------ declaration and values
