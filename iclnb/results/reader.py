@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iclnb.core.errors import IclnbError
-from iclnb.core.layers import layer_index, layer_key
+from iclnb.core.layers import EMBED, layer_index, layer_key
 from iclnb.core.paths import results_dir
 from iclnb.results.io import read_json
 from iclnb.results.run import CONFIG_NAME, RESULTS_NAME
@@ -54,7 +54,8 @@ class RunResults:
         if "layers" in self.results:
             return list(self.results["layers"])
         keys = [k[len("layer_"):] for k in self.results if k.startswith("layer_")]
-        return sorted((int(k) if k.lstrip("-").isdigit() else k for k in keys), key=lambda x: (x != "embed", str(x).zfill(6)))
+        layers = [int(k) if k.isdigit() else k for k in keys]
+        return sorted(layers, key=lambda x: (x != EMBED, -1 if x == EMBED else x))  # "embed" first, as everywhere
 
     def layer(self, spec) -> str:
         """The results key (``layer_<k>``) of a layer spelled as the user likes: 17, -1, "-2", "embed", "layer_3".
@@ -72,7 +73,7 @@ class RunResults:
     def layer_number(self, spec):
         """Like :meth:`layer` but the canonical index itself (an int, or "embed")."""
         key = self.layer(spec)[len("layer_"):]
-        return int(key) if key.lstrip("-").isdigit() else key
+        return int(key) if key.isdigit() else key
 
     def table(self, name: str):
         """A table stored in results.json as a list of records, as a DataFrame (``null`` -> NaN). A table stored per
