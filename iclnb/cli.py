@@ -1,4 +1,4 @@
-"""``iclnb list | run | status``: the command line around the experiment notebooks.
+"""``iclnb list | run | status | sweep | summarize | log``: the command line around the experiment notebooks.
 
 ``iclnb run <experiment> -p NAME VALUE ... [-o DIR]`` executes the experiment's notebook with papermill into
 ``results/<experiment>/`` (or DIR), passing ``output_dir``. Every parameter is converted and checked against the
@@ -6,12 +6,15 @@ experiment's declaration (``PARAMS`` of its module) before anything starts. Mist
 of the wrong type, an output path that is a file or that a live run is writing, a directory holding a run with other
 parameters) exit with status 2 and one line on stderr, before anything is written. A failure inside the notebook
 exits with status 1 and names the executed notebook that holds the traceback.
+
+``iclnb sweep`` expands a grid of parameter values into runs (:mod:`iclnb.ops.sweep`), ``iclnb summarize`` drafts a
+run's ``summary.md`` (:mod:`iclnb.ops.summarize`), ``iclnb log`` logs a finished run to Weights & Biases
+(:mod:`iclnb.ops.tracking`); ``iclnb status`` shows a run, or every run of a sweep in one table.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import socket
 import sys
@@ -19,7 +22,6 @@ from pathlib import Path
 
 from iclnb.core.errors import IclnbError
 from iclnb.core.paths import notebooks_dir, results_root
-from iclnb.results.io import read_json
 from iclnb.results.run import CONFIG_NAME, RESULTS_NAME, _busy_message, check_resumable, lock_holder
 
 PROG = "iclnb"
@@ -186,6 +188,10 @@ def cmd_run(args) -> int:
     kernel, language = _kernel_and_language(nb_path)
     parameters = {**overrides, "output_dir": str(out_dir)}
     os.environ.setdefault("ICLNB_PROGRESS", "text")
+    if getattr(args, "log", None):  # the kernel inherits it; Run.finish logs the run to W&B
+        from iclnb.ops.tracking import ENV_PROJECT
+
+        os.environ[ENV_PROJECT] = args.log
     print(f"running {exp.name} -> {out_dir}", file=sys.stderr, flush=True)
     try:
         # the kernel's stdout/stderr are copied raw to ours (log_output would route them through logging, one
@@ -247,101 +253,19 @@ def _keep_failed(target: Path, out_nb: Path, finished: bool) -> Path | None:
     return _settle(target, out_nb.with_name(f"{out_nb.stem}.failed.ipynb") if finished else out_nb)
 
 
-def _parse_time(text):
-    if not text:
-        return None
-    try:
-        t = _dt.datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        return None
-    return t if t.tzinfo else t.astimezone()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(max(0, round(seconds)))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    if h:
-        return f"{h}h{m:02d}m"
-    if m:
-        return f"{m}m{s:02d}s"
-    return f"{s}s"
-
-
 def status_report(directory) -> list[str]:
-    """The lines ``iclnb status`` prints for a results directory."""
+    """The lines ``iclnb status`` prints for a results directory, or for a sweep directory (one table of its
+    runs)."""
+    from iclnb.ops import status
+    from iclnb.ops.sweep import MANIFEST, read_manifest
+
     directory = Path(directory).expanduser().resolve()
-    cfg_path = directory / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise UsageError(f"{directory} is not a results directory (no {CONFIG_NAME})")
+    if (directory / MANIFEST).is_file() and not (directory / CONFIG_NAME).is_file():
+        return status.format_sweep_status(directory, read_manifest(directory))
     try:
-        config = read_json(cfg_path)
+        return status.format_run_status(status.run_status(directory))
     except IclnbError as e:
         raise UsageError(str(e)) from None
-    prov = config.get("provenance") or {}
-    now = _dt.datetime.now().astimezone()
-    holder = lock_holder(directory)
-    if holder is not None:
-        state = f"running (pid {holder.get('pid')} on {holder.get('host')})"
-    elif (directory / RESULTS_NAME).is_file() and prov.get("finished"):
-        try:
-            read_json(directory / RESULTS_NAME)
-            state = "finished"
-        except IclnbError:
-            state = f"damaged: {RESULTS_NAME} is not valid JSON (rerun the same command to recompute it)"
-    else:
-        state = "stopped (rerun the same command to resume)"
-    started = _parse_time(prov.get("started"))
-    finished = _parse_time(prov.get("finished")) if holder is None else None
-
-    checkpoints = []
-    for path in sorted(directory.glob("checkpoint_*.json")):
-        try:
-            checkpoints.append(read_json(path))
-        except IclnbError:
-            checkpoints.append({"name": path.stem[len("checkpoint_"):], "unreadable": True})
-    updates = [t for t in (_parse_time(c.get("updated")) for c in checkpoints) if t]
-    last = max(updates) if updates else None
-
-    end = now if holder is not None else (finished or last or started)
-    lines = [f"directory:   {directory}",
-             f"experiment:  {config.get('experiment')}",
-             f"state:       {state}"]
-    if started:
-        lines.append(f"started:     {started.isoformat(timespec='seconds')}")
-    if finished:
-        lines.append(f"finished:    {finished.isoformat(timespec='seconds')}")
-    if started and end:
-        lines.append(f"elapsed:     {_duration((end - started).total_seconds())}")
-    if last:
-        lines.append(f"last update: {last.isoformat(timespec='seconds')} ({_duration((now - last).total_seconds())} ago)")
-    for c in checkpoints:
-        if c.get("unreadable"):
-            lines.append(f"checkpoint {c['name']}: unreadable")
-            continue
-        done, total = int(c.get("done", len(c.get("items", {})))), c.get("total")
-        line = f"checkpoint {c.get('name')}: {done}/{total if total is not None else '?'}"
-        if total:
-            line += f" ({100 * done / total:.0f}%)"
-            updated = _parse_time(c.get("updated"))
-            since = _parse_time(c.get("session_started")) or started
-            base = int(c.get("session_done_at_start", 0)) if c.get("session_started") else 0
-            if done >= total:
-                line += ", complete"
-            elif updated and since and done > base and (updated - since).total_seconds() > 0:
-                rate = (done - base) / (updated - since).total_seconds()
-                eta = updated + _dt.timedelta(seconds=(total - done) / rate)
-                if holder is not None:
-                    line += f", ETA {eta.isoformat(timespec='seconds')} (in {_duration((eta - now).total_seconds())})"
-                else:
-                    line += f", about {_duration((total - done) / rate)} left at the last rate"
-        checkpoints_time = _parse_time(c.get("updated"))
-        if checkpoints_time:
-            line += f", updated {checkpoints_time.isoformat(timespec='seconds')}"
-        lines.append(line)
-    if not checkpoints:
-        lines.append("checkpoints: none")
-    return lines
 
 
 def cmd_status(args) -> int:
@@ -351,6 +275,57 @@ def cmd_status(args) -> int:
     except BrokenPipeError:  # `iclnb status DIR | head -3`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def cmd_summarize(args) -> int:
+    from iclnb.ops.summarize import summarize
+
+    path = summarize(args.directory, force=args.force)
+    print(f"draft summary: {path} (fill in its TODO sections)")
+    return 0
+
+
+def cmd_log(args) -> int:
+    from iclnb.ops.tracking import log_run
+
+    where = log_run(args.directory, args.project)
+    print(f"logged {Path(args.directory).resolve()} to W&B: {where}")
+    if Path(where).name.startswith("offline-run"):
+        print(f"offline: upload it later with `wandb sync {where}`")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from iclnb.ops import sweep
+
+    exp = _experiment(args.experiment)
+    _notebook_path(exp)
+    if args.max_parallel < 1:
+        raise UsageError(f"--max-parallel must be at least 1, got {args.max_parallel}")
+    grid = sweep.parse_grid(list(args.param or []), args.grid)
+    if not grid:
+        raise UsageError("the grid is empty: give parameter values with -p NAME v1,v2 or a grid file with --grid")
+    runs = sweep.expand(exp, grid)  # every value checked before anything starts
+    sweep_dir = (Path(args.output).expanduser() if args.output else sweep.default_sweep_dir(exp.name, args.name))
+    sweep_dir = sweep_dir.resolve()
+    if sweep_dir.is_file():
+        raise UsageError(f"sweep directory {sweep_dir} is a file; pass a directory path with -o")
+    options = {k: v for k, v in (("partition", args.partition), ("time", args.time), ("gpus", args.gpus),
+                                 ("mem_gb", args.mem_gb), ("cpus", args.cpus), ("account", args.account))
+               if v is not None}
+    if args.dry_run:
+        for r in runs:
+            print(f"{sweep_dir / r['name']}: " + " ".join(f"-p {k} {v}" for k, v in r["params"].items()))
+        print(f"{len(runs)} runs (dry run: nothing written)")
+        return 0
+    manifest = sweep.prepare(exp, grid, sweep_dir, args.executor, options)
+    env = {"ICLNB_PROGRESS": "text"}
+    if args.log:
+        from iclnb.ops.tracking import ENV_PROJECT
+
+        env[ENV_PROJECT] = args.log
+    return sweep.execute(manifest, sweep_dir, args.executor, args.max_parallel, options, env,
+                         wait=True if args.wait else None)
 
 
 # ------------------------------------------------------------------------------------------------- entry point
@@ -374,12 +349,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="set a parameter (repeatable); lists as comma-separated values")
     p.add_argument("-o", "--output", metavar="DIR", help="results directory (default results/<experiment>)")
+    p.add_argument("--log", metavar="PROJECT", help="log the finished run to this Weights & Biases project "
+                   "(offline without an account; sets ICLNB_WANDB_PROJECT)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="progress, ETA and last checkpoint of a results directory")
+    p = sub.add_parser("status", help="progress, ETA and last checkpoint of a results directory, or every run of a "
+                       "sweep directory in one table")
     p.add_argument("directory")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("sweep", help="run an experiment over a grid of parameter values, one results directory per "
+                       "run, here or on a Slurm cluster")
+    p.add_argument("experiment", help="notebook name (see `iclnb list`)")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUES"),
+                   help="the values of a parameter, separated by commas (repeatable); list-valued parameters go in a "
+                   "grid file")
+    p.add_argument("--grid", metavar="FILE", help="YAML or JSON grid file {name: [values]} (a value that is a list "
+                   "is one value of a list parameter; a value that is not a list is fixed)")
+    p.add_argument("-o", "--output", metavar="SWEEP_DIR", help="sweep directory (default "
+                   "results/sweeps/<experiment>-<timestamp>, or results/sweeps/<name> with --name)")
+    p.add_argument("--name", help="name of the sweep directory under results/sweeps/")
+    p.add_argument("--executor", choices=sweep_executors(), default="local",
+                   help="local: iclnb run processes here; slurm: a submitit job array; submitit-local: submitit's "
+                   "local executor (default local)")
+    p.add_argument("--max-parallel", type=int, default=1, metavar="K", help="runs at once (default 1)")
+    p.add_argument("--partition", help="slurm: partition")
+    p.add_argument("--time", type=int, metavar="MINUTES", help="slurm / submitit-local: time limit per run in "
+                   "minutes (default 1440)")
+    p.add_argument("--gpus", type=int, help="slurm: GPUs per run")
+    p.add_argument("--mem-gb", type=float, dest="mem_gb", help="slurm: memory per run in GB")
+    p.add_argument("--cpus", type=int, help="slurm: CPUs per run")
+    p.add_argument("--account", help="slurm: account to charge")
+    p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and record their exit status")
+    p.add_argument("--log", metavar="PROJECT", help="log every finished run to this Weights & Biases project")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their directories; write nothing")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("summarize", help="draft summary.md for a finished run: set-up, key numbers with CIs and "
+                       "nulls, figures, sentences from the numbers, TODO sections")
+    p.add_argument("directory")
+    p.add_argument("--force", action="store_true", help="replace an existing summary.md")
+    p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("log", help="log a finished run to Weights & Biases: config, scalars, tables, figures "
+                       "(offline without an account)")
+    p.add_argument("directory")
+    p.add_argument("--project", help="W&B project (default $ICLNB_WANDB_PROJECT or iclnb)")
+    p.set_defaults(func=cmd_log)
     return parser
+
+
+def sweep_executors():
+    from iclnb.ops.sweep import EXECUTORS
+
+    return EXECUTORS
 
 
 def main(argv=None) -> int:

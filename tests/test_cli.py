@@ -248,3 +248,30 @@ def test_a_truncated_executed_notebook_never_replaces_a_whole_one(tmp_path):
     nb = nbformat.v4.new_notebook()
     nbformat.write(nb, target)
     assert cli._settle(target, final) == final and nbformat.read(final, as_version=4).cells == []
+
+
+def test_status_of_a_run_another_host_writes(tmp_path, capsys):
+    """A run on another machine writing to a shared filesystem: status reads only its files and takes the foreign
+    lock as live (no local pid is consulted)."""
+    import json
+
+    from iclnb.results.run import _now
+
+    out = tmp_path / "shared" / "run"
+    run = Run.open(out, "demo", {"n": 10})
+    ck = run.checkpoint("units", total=10, every_s=0)
+    for i in range(4):
+        ck[i] = float(i)
+    run.close()
+    (out / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": "node-17.cluster", "started": _now()}))
+    assert cli.main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "running (pid " + str(os.getpid()) + " on node-17.cluster)" in text
+    assert "another host's lock" in text and "checkpoint units: 4/10 (40%)" in text
+    (out / ".lock").write_text(json.dumps({"pid": 999999999, "host": "node-17.cluster", "started": _now()}))
+    assert "running (pid 999999999 on node-17.cluster)" in "\n".join(cli.status_report(out))  # no such pid here
+    (tmp_path / "shared" / "sweep.json").write_text(json.dumps(
+        {"experiment": "demo", "executor": "slurm", "runs": [{"name": "run", "dir": "run"},
+                                                              {"name": "next", "dir": "next"}]}))
+    table = "\n".join(cli.status_report(tmp_path / "shared"))
+    assert "running on node-17.cluster" in table and "4/10 (40%)" in table and "pending" in table

@@ -527,7 +527,7 @@ class Run:
     def finish(self, results: dict, model: str | None = None) -> Path:
         """Write results.json ``{"model", "timestamp", "config", "results"}``, the figures' PNG copies, mark
         config.json finished and release the lock. ``model`` defaults to the recorded model's name. Returns the path
-        of results.json."""
+        of results.json. With ``ICLNB_WANDB_PROJECT`` set, the finished run is then logged to that W&B project."""
         if model is None:
             model = (self.config.get("model") or {}).get("name")
         doc = {"model": model, "timestamp": _now(), "config": self.params, "results": results}
@@ -536,6 +536,9 @@ class Run:
         self.config["provenance"]["finished"] = doc["timestamp"]
         self._write_config()
         self.close()
+        if os.environ.get("ICLNB_WANDB_PROJECT"):  # log every finished run to W&B (iclnb.ops.tracking)
+            from iclnb.ops.tracking import on_finish
+            on_finish(self.dir)
         return path
 
     def close(self) -> None:
