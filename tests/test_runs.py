@@ -118,6 +118,10 @@ def test_open_writes_config_and_finish_writes_results(tmp_path):
     assert set(prov["packages"]) >= {"iclnb", "torch", "transformers", "numpy", "scipy", "sklearn", "pandas",
                                      "plotly"}
     assert "git_commit" in prov and "hostname" in prov and "python" in prov
+    from iclnb.core.paths import REPO_ROOT
+
+    if (REPO_ROOT / ".git").exists():  # run from a checkout: the commit that made the results is recorded
+        assert len(prov["git_commit"] or "") == 40 and prov["git_dirty"] in (True, False)
     assert (out / ".lock").exists()
     run.record_model({"name": "tiny", "n_layers": np.int64(2)})
     run.record_model({"dtype": "float32"})

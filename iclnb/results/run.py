@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from iclnb.core.errors import IclnbError
+from iclnb.core.paths import REPO_ROOT
 from iclnb.results.io import read_json, to_jsonable, write_csv, write_json, write_npz
 
 __all__ = ["Run", "Checkpoint", "lock_holder", "holds_work", "check_resumable"]
@@ -237,7 +238,7 @@ def provenance() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": _package_versions(),
-        **_git_state(Path(__file__).resolve().parent.parent),
+        **_git_state(REPO_ROOT),
         "hostname": socket.gethostname(),
         "started": None,
         "finished": None,
