@@ -574,3 +574,78 @@ def test_css_summary_null_pvalues_are_not_small_and_nan_passes_through():
     finite = p[np.isfinite(p)]
     assert 0.4 < finite.mean() < 0.6  # uniform under the null
     assert np.mean(finite < 0.05) < 0.12
+
+
+# ------------------------------------------------------------------------------ collapse: independent references
+
+
+def _twonn_reference(x):
+    """TwoNN by brute force: all pairwise distances, each point's two nearest other points."""
+    from scipy.spatial.distance import cdist
+
+    d = cdist(x, x)
+    np.fill_diagonal(d, np.inf)
+    r = np.sort(d, axis=1)[:, :2]
+    return len(x) / np.sum(np.log(r[:, 1] / r[:, 0]))
+
+
+def test_participation_ratio_equals_covariance_eigenvalue_formula():
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((60, 12)) * np.linspace(0.1, 3.0, 12) + 5.0
+    lam = np.linalg.eigvalsh(np.cov(x.T))
+    assert participation_ratio(x) == pytest.approx(lam.sum() ** 2 / np.sum(lam ** 2), rel=1e-10)
+    assert participation_ratio(7.0 * x - 2.0) == pytest.approx(participation_ratio(x), rel=1e-10)
+    # two orthogonal directions with equal variance: exactly 2; one direction: exactly 1
+    assert participation_ratio([[1, 0], [-1, 0], [0, 1], [0, -1]]) == pytest.approx(2.0)
+    assert participation_ratio([[0, 0, 1], [0, 0, 2], [0, 0, 4]]) == pytest.approx(1.0)
+    assert np.isnan(participation_ratio(x[:1]))
+
+
+def test_twonn_hand_worked_and_brute_force():
+    # points 0, 1, 3 on a line: mu = 3/1, 2/1, 3/2, so d = 3 / ln(3 * 2 * 1.5) = 3 / ln 9
+    line = np.array([[0.0], [1.0], [3.0]])
+    assert twonn_dimension(line) == pytest.approx(3 / np.log(9.0))
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((200, 6))
+    assert twonn_dimension(x) == pytest.approx(_twonn_reference(x), rel=1e-10)
+    # exact duplicates are dropped before the neighbours are found
+    assert twonn_dimension(np.vstack([x, x[:20]])) == pytest.approx(_twonn_reference(x), rel=1e-10)
+    assert np.isnan(twonn_dimension(x[:2]))
+    assert np.isnan(twonn_dimension(np.ones((10, 3))))
+
+
+def test_collapse_stats_against_brute_force_pairs():
+    from scipy.spatial.distance import pdist as brute_pdist
+
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((30, 5)) + np.array([4.0, 0, 0, 0, 0])
+    out = collapse_stats(x, window=None)
+    pairs = list(itertools.combinations(range(30), 2))
+    cos = [x[i] @ x[j] / np.linalg.norm(x[i]) / np.linalg.norm(x[j]) for i, j in pairs]
+    c = x - x.mean(axis=0)
+    cos_c = [c[i] @ c[j] / np.linalg.norm(c[i]) / np.linalg.norm(c[j]) for i, j in pairs]
+    assert out["mean_cosine"] == pytest.approx(np.mean(cos), rel=1e-10)
+    assert out["mean_cosine_centered"] == pytest.approx(np.mean(cos_c), rel=1e-10)
+    assert out["mean_l2"] == pytest.approx(np.mean([np.linalg.norm(x[i] - x[j]) for i, j in pairs]), rel=1e-10)
+    assert out["mean_l2"] == pytest.approx(brute_pdist(x).mean(), rel=1e-10)
+    assert out["spread"] == pytest.approx(np.trace(np.cov(x.T)), rel=1e-10)
+    assert out["twonn_dimension"] == pytest.approx(_twonn_reference(x), rel=1e-10)
+    assert out["n"] == 30
+
+
+def test_collapse_stats_identical_vectors_and_window_edges():
+    same = np.tile([3.0, 4.0, 0.0], (6, 1))
+    out = collapse_stats(same, window=None)
+    assert out["mean_cosine"] == pytest.approx(1.0)
+    assert out["mean_l2"] == 0.0 and out["spread"] == 0.0
+    assert np.isnan(out["participation_ratio"]) and np.isnan(out["twonn_dimension"])
+    # the window is the last rows exactly: a window of 4 never sees row 5 from the end
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((10, 3))
+    assert collapse_stats(x, window=4)["mean_l2"] == pytest.approx(collapse_stats(x[-4:], window=None)["mean_l2"])
+    assert collapse_stats(x, window=4)["n"] == 4
+    assert collapse_stats(x, window=50)["n"] == 10  # a window longer than the data takes every row
+    with pytest.raises(IclnbError):
+        collapse_stats(x, window=0)
+    # centred cosine of two rows is -1 (they sit on opposite sides of their mean)
+    assert collapse_stats(x[:2], window=None)["mean_cosine_centered"] == pytest.approx(-1.0)
