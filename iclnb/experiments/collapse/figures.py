@@ -27,6 +27,8 @@ MEASURE_SHORT = {
 #: The y-axis title of each measure's panel: its unit.
 MEASURE_UNITS = {"cosine": "cosine", "cosine_centred": "cosine", "l2": "residual units", "spread": "residual units²",
                  "participation_ratio": "dimensions", "twonn": "dimensions"}
+#: Every measured point is marked, so a series of one point still shows.
+MARKER = dict(size=6)
 KIND_COLORS = {"walk": PALETTE[0], "natural": PALETTE[2], "repeated": PALETTE[3], "walk_to_natural": PALETTE[1],
                "walk_to_walk": PALETTE[4]}
 KIND_NAMES = {"walk": "walk", "natural": "natural text", "repeated": "repeated token",
@@ -64,14 +66,14 @@ def measures_figure(kinds: dict, layer, points, kind_names=("walk", "natural", "
             x = [v - offset for v in t]
             xs.update(x)
             band(fig, x, _none(mean), _none(low), _none(high), name=KIND_NAMES.get(kind, kind),
-                 color=KIND_COLORS.get(kind, PALETTE[7]), row=row, col=col, showlegend=i == 0)
+                 color=KIND_COLORS.get(kind, PALETTE[7]), row=row, col=col, showlegend=i == 0, marker=MARKER)
         for label, ref_kinds, kind, ref_offset in references or ():
             t, mean, low, high = _series(ref_kinds, kind, layer, m)
             x = [v - ref_offset for v in t]
             keep = [j for j, v in enumerate(x) if v in xs]
             band(fig, [x[j] for j in keep], _none([mean[j] for j in keep]), _none([low[j] for j in keep]),
                  _none([high[j] for j in keep]), name=label, color=KIND_COLORS.get(kind, PALETTE[7]), row=row,
-                 col=col, showlegend=i == 0, dash="dash")
+                 col=col, showlegend=i == 0, dash="dash", marker=MARKER)
         fig.update_yaxes(title_text=MEASURE_UNITS[m], row=row, col=col)
     for i in range(len(measures)):
         log_x(fig, sorted(xs), x_title if i // 2 + 1 == rows else "", row=i // 2 + 1, col=i % 2 + 1)
@@ -119,7 +121,7 @@ def probing_figure(probing: dict, kind_names=("walk", "natural", "repeated")) ->
             xs.update(ts)
             band(fig, ts, _none([v["mean"] for v in s]), _none([v["ci_low"] for v in s]),
                  _none([v["ci_high"] for v in s]), name=KIND_NAMES[kind], color=KIND_COLORS[kind], row=1, col=col,
-                 showlegend=col == 1)
+                 showlegend=col == 1, marker=MARKER)
         if "no_context" in probing:
             level = probing["no_context"][name]["mean"]
             fig.add_trace(go.Scatter(x=[min(xs), max(xs)], y=[level, level], mode="lines", name="no context",
