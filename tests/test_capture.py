@@ -179,3 +179,53 @@ def test_captured_layers_answer_to_every_spelling_and_the_package_exports_the_en
     with pytest.raises(KeyError, match="not captured"):
         cap.resid[1]
     assert iclnb.load_model is load_model and iclnb.encode_walk is encode_walk
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_padding_is_not_mistaken_for_an_overflow(dtype):
+    """Padded losses are NaN by design; a model whose activations fit its dtype runs a padded batch without error."""
+    from iclnb.prompts import pad_batch
+
+    model, _ = tiny_model("llama")
+    model.hf.to(dtype)
+    ids, mask = pad_batch([_ids(12, seed=5)[0], _ids(5, seed=6)[0]])
+    cap = model.run(ids, layers=[0, 3], loss=True, token_ids=[5], attention_mask=mask)
+    assert torch.isfinite(cap.loss[0]).all() and torch.isfinite(cap.loss[1, :4]).all()
+    assert torch.isnan(cap.loss[1, 4:]).all() and torch.isnan(cap.token_probs[1, 5:]).all()
+
+
+def test_the_finiteness_check_looks_only_at_real_tokens_and_advises_by_dtype():
+    from types import SimpleNamespace
+
+    from iclnb.models.hooks import check_finite
+
+    values = torch.ones(2, 4, 3)
+    values[1, 3] = float("nan")
+    valid = torch.tensor([[True] * 4, [True, True, True, False]])
+    half = SimpleNamespace(name="m", dtype=torch.float16)
+    check_finite(half, values, "at layer 2", valid)  # the NaN sits at padding: fine
+    with pytest.raises(IclnbError, match=r"^m's activations overflow float16 at layer 2; run with dtype float32 "
+                                         r"\(or bfloat16 on a GPU\)$"):
+        check_finite(half, values, "at layer 2")
+    values[0, 0, 0] = float("inf")
+    with pytest.raises(IclnbError, match=r"overflow float16 at layer 2"):
+        check_finite(half, values, "at layer 2", valid)
+    # bfloat16 has float32's range: only float32 is suggested; in float32 no dtype helps, so none is suggested
+    with pytest.raises(IclnbError, match=r"overflow bfloat16 at layer 2; run with dtype float32$"):
+        check_finite(SimpleNamespace(name="m", dtype=torch.bfloat16), values, "at layer 2")
+    with pytest.raises(IclnbError, match=r"even in float32, so no other dtype helps") as info:
+        check_finite(SimpleNamespace(name="m", dtype=torch.float32), values, "at layer 2")
+    assert "run with dtype" not in str(info.value)
+    # finite values whose sum leaves float32's range are fine; +inf and -inf together are not
+    check_finite(half, torch.full((3, 4), 3e38), "at layer 2")
+    with pytest.raises(IclnbError, match="overflow float16"):
+        check_finite(half, torch.tensor([1.0, float("inf"), -float("inf")]), "at layer 2")
+
+
+def test_a_float32_model_with_broken_weights_is_refused_without_dtype_advice():
+    model, _ = tiny_model("gpt2")
+    with torch.no_grad():
+        model.blocks[2].mlp.c_proj.weight[0, 0] = float("inf")
+    with pytest.raises(IclnbError, match=r"tiny-gpt2 gives inf/NaN at layer 2 .*even in float32"):
+        model.run(_ids(8), layers=[1, 2])
+    assert torch.isfinite(model.run(_ids(8), layers=[1]).resid[1]).all()

@@ -47,7 +47,8 @@ from typing import ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from iclnb.models.hooks import LOGIT_CHUNK_ELEMENTS, Capture, _StopForward, layer_hooks
+from iclnb.models.hooks import (LOGIT_CHUNK_ELEMENTS, WHERE_LOSS, Capture, _StopForward, check_finite, layer_hooks,
+                                where_layer)
 from iclnb.core.errors import IclnbError
 from iclnb.prompts import EncodedWalk, encode_walk
 from iclnb.represent import word_losses
@@ -454,7 +455,9 @@ def _target_losses(model, hidden: torch.Tensor, targets: torch.Tensor) -> torch.
     chunk = max(1, LOGIT_CHUNK_ELEMENTS // vocab)
     parts = [torch.nn.functional.cross_entropy(model._logits(hidden[i : i + chunk]), targets[i : i + chunk],
                                                reduction="none") for i in range(0, len(targets), chunk)]
-    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float32, device=hidden.device)
+    losses = torch.cat(parts) if parts else torch.empty(0, dtype=torch.float32, device=hidden.device)
+    check_finite(model, losses, WHERE_LOSS)  # every target is a real token
+    return losses
 
 
 # ---------------------------------------------------------------------------------------------------- the engine
@@ -599,6 +602,7 @@ class LooEngine:
         last = torch.as_tensor(ctx.spans[:, 1] - 1, device=ctx.ids.device)
 
         def keep_words(k, hidden):
+            check_finite(self.model, hidden, where_layer(k))
             ctx.word_vecs[k] = hidden[0, last].to(self.work_dtype)
 
         cache = DynamicCache()
@@ -698,6 +702,7 @@ class LooEngine:
         gather_t, variant_row_t = _on(device, column), _on(device, lay.row_of)[:, None]
 
         def on_layer(k, hidden):
+            check_finite(self.model, hidden, where_layer(k))  # padding columns see only themselves: finite too
             reduce(k, hidden[variant_row_t, gather_t].to(wd))
 
         out = self._forward(batch_ids, position_ids, mask, cache, ctx.layers, on_layer, need_head=variant_loss)

@@ -4,6 +4,17 @@
 load dequantizes them (about a minute on a laptop CPU) and caches safetensors + tokenizer + config under the iclnb
 cache directory (``$ICLNB_CACHE``, default ``~/.cache/iclnb``), so later loads take seconds. Any other name is handed to
 transformers as a Hugging Face id or a local directory.
+
+The cache is checked, not trusted. When it is made, ``iclnb_weights.json`` beside the weights records the sha256,
+size and mtime of each safetensors file. Every later load compares the sizes, then recomputes the sha256 of the
+whole weights (about 0.8 s for gemma-3-270m's 1.07 GB on a CPU with SHA instructions, of a load of about 4.5 s),
+so a changed byte is caught even where the file's size and date were kept. A cache that fails the check, or that
+transformers cannot read, is damaged: it holds nothing but what the GGUF file gives again, so iclnb says so and
+rebuilds it (one line on stderr); if the rebuild cannot be done or does not help, one IclnbError names the directory
+to delete. A cache made before the record existed is adopted: its current hashes are recorded at its first load.
+The weights' sha256 goes into the model's provenance next to the GGUF file's. A dequantization works in a temporary
+folder ``.<name>.tmp-<host>-<pid>-*`` beside the cache; one left behind by a killed process of this host is removed
+at the next load (and so is one of an earlier iclnb, ``.<name>-*``, once it is a day old).
 """
 
 from __future__ import annotations
@@ -11,8 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,40 +103,181 @@ def _embedded_gguf(name: str, workdir: Path) -> tuple[Path, str]:
         ) from None
 
 
-def embedded_model_dir(name: str) -> Path:
-    """Directory with safetensors + tokenizer + config of an embedded model, dequantizing on first use."""
-    target = cache_dir() / "models" / name
-    if (target / "iclnb_source.json").exists():
-        return target
+#: Beside the cached weights: sha256, size and mtime_ns of each safetensors file, recorded when the cache is made.
+WEIGHTS_RECORD = "iclnb_weights.json"
+_TMP_NAME = re.compile(r"\.tmp-(?P<host>[A-Za-z0-9]*)-(?P<pid>\d+)-[^-]*$")
+#: Temporary folders of iclnb versions whose names told no process: ".<name>-" and mkdtemp's 8 characters.
+_OLD_TMP_NAME = re.compile(r"^\.(?P<name>.+)-[a-z0-9_]{8}$")
+_OLD_TMP_AGE_S = 24 * 3600  # no dequantization takes that long
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) is no probe there; keep every folder
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def _remove_stale_work(parent: Path) -> None:
+    """Remove the temporary folders that dequantizations of this host left behind when their process died (a
+    shared cache directory may hold live ones of other hosts, whose processes cannot be seen from here)."""
+    host = _host()
+    for entry in parent.glob(".*"):
+        found, old = _TMP_NAME.search(entry.name), _OLD_TMP_NAME.match(entry.name)
+        try:
+            if found:
+                stale = found["host"] == host and not _process_alive(int(found["pid"]))
+            else:  # an earlier iclnb's folder: stale once it is a day old
+                stale = (bool(old) and old["name"] in EMBEDDED_MODELS
+                         and time.time() - entry.stat().st_mtime > _OLD_TMP_AGE_S)
+            if stale and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:  # gone meanwhile (another process cleaning up too)
+            continue
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.safetensors"))
+
+
+def _record_weights(directory: Path, how: str) -> dict:
+    """Hash the safetensors files of ``directory`` and write WEIGHTS_RECORD; returns {file: sha256}. how: "made"
+    (at dequantization) or "adopted" (a cache made before the record existed). A read-only cache goes unrecorded."""
+    files = {}
+    for path in _weight_files(directory):
+        stat = path.stat()
+        files[path.name] = {"sha256": _sha256(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    record = directory / WEIGHTS_RECORD
+    try:
+        partial = record.with_name(f".{record.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"recorded": how, "files": files}, indent=2))
+        os.replace(partial, record)
+    except OSError:
+        pass
+    return {name: entry["sha256"] for name, entry in files.items()}
+
+
+def _weights_problem(directory: Path) -> tuple[str | None, dict]:
+    """(what is wrong with the cached weights, or None; {file: sha256} as found)."""
+    try:
+        recorded = json.loads((directory / WEIGHTS_RECORD).read_text())["files"]
+        recorded = {name: (str(e["sha256"]), int(e["size"]), int(e["mtime_ns"])) for name, e in recorded.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"its record {WEIGHTS_RECORD} is unreadable ({type(exc).__name__})", {}
+    present = {path.name for path in _weight_files(directory)}
+    if not recorded or present != set(recorded):
+        return (f"it holds the weights files {sorted(present)}, not {sorted(recorded)} as when it was made"), {}
+    stats = {name: (directory / name).stat() for name in recorded}
+    for name, (_, size, _) in recorded.items():
+        if stats[name].st_size != size:  # a truncated or grown file: no need to hash it
+            return f"{name} has {stats[name].st_size} bytes, not the {size} it had when the cache was made", {}
+    hashes = {}
+    for name, (sha, _, mtime_ns) in recorded.items():
+        hashes[name] = _sha256(directory / name)
+        if hashes[name] != sha:
+            how = ("it was modified after the cache was made" if stats[name].st_mtime_ns != mtime_ns else
+                   "it changed although its size and modification time did not (a disk error?)")
+            return f"the sha256 of {name} differs from the one recorded when the cache was made: {how}", hashes
+    return None, hashes
+
+
+def _dequantize(name: str, work: Path) -> Path:
+    """Dequantize the GGUF file of an embedded model into ``work / "saved"`` (safetensors + tokenizer + config +
+    iclnb_source.json); returns that folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    gguf_path, sha = _embedded_gguf(name, work)
+    print(f"iclnb: dequantizing the embedded model {name} once (about a minute); cached in "
+          f"{cache_dir() / 'models' / name}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # The weights are plain float32 tensors now; drop the GGUF marker so they save as ordinary safetensors.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out = work / "saved"
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    source = {"name": name, "package": EMBEDDED_MODELS[name].package, "gguf_file": gguf_path.name, "gguf_sha256": sha}
+    (out / "iclnb_source.json").write_text(json.dumps(source, indent=2))
+    return out
+
+
+def _build(name: str, target: Path, replace: bool = False) -> dict:
+    """Make the cache of an embedded model at ``target``; returns {file: sha256}. A cache found at ``target`` when
+    the dequantization is done is replaced if ``replace`` (it is damaged) or if it fails the check; otherwise
+    another process made it meanwhile (a parallel run's first load), and it is kept."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-{_host()}-{os.getpid()}-", dir=target.parent))
     try:
-        gguf_path, sha = _embedded_gguf(name, work)
-        print(f"iclnb: dequantizing the embedded model {name} once (about a minute); cached in {target}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-            model = AutoModelForCausalLM.from_pretrained(
-                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
-            )
-        # The weights are plain float32 tensors now; drop the GGUF marker so they save as ordinary safetensors.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        out = work / "saved"
-        model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-        source = {"name": name, "package": EMBEDDED_MODELS[name].package, "gguf_file": gguf_path.name, "gguf_sha256": sha}
-        (out / "iclnb_source.json").write_text(json.dumps(source, indent=2))
+        out = _dequantize(name, work)
+        hashes = _record_weights(out, "made")
         if target.exists():
-            shutil.rmtree(target)
+            if not replace and (target / WEIGHTS_RECORD).exists() and (target / "iclnb_source.json").exists():
+                problem, theirs = _weights_problem(target)
+                if problem is None:
+                    return theirs
+            os.replace(target, work / "damaged")  # out of the way at once; deleted with the work folder
         os.replace(out, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return target
+    return hashes
+
+
+def _rebuild(name: str, target: Path, problem: str) -> dict:
+    print(f"iclnb: the cached copy of {name} in {target} is damaged ({problem}); rebuilding it", file=sys.stderr)
+    try:
+        return _build(name, target, replace=True)
+    except IclnbError as exc:
+        raise IclnbError(f"the cached copy of {name} in {target} is damaged ({problem}) and cannot be rebuilt: "
+                         f"{exc}") from None
+
+
+def _read_source(target: Path, hashes: dict) -> dict:
+    source = json.loads((target / "iclnb_source.json").read_text())
+    if not isinstance(source, dict):
+        raise ValueError("not a JSON object")
+    return {**source, "weights_sha256": hashes}
+
+
+def _embedded_cache(name: str) -> tuple[Path, dict]:
+    """(directory of the checked cache of an embedded model, its source: GGUF file and sha256, and the sha256 of each
+    safetensors file under "weights_sha256"), made or rebuilt as needed."""
+    target = cache_dir() / "models" / name
+    if target.parent.is_dir():
+        _remove_stale_work(target.parent)
+    if not (target / "iclnb_source.json").exists():
+        hashes = _build(name, target)
+    elif not (target / WEIGHTS_RECORD).exists():  # made by an iclnb that kept no record
+        hashes = (_record_weights(target, "adopted") if _weight_files(target) else
+                  _rebuild(name, target, "it holds no safetensors file"))
+    else:
+        problem, hashes = _weights_problem(target)
+        if problem is not None:
+            hashes = _rebuild(name, target, problem)
+    try:
+        return target, _read_source(target, hashes)
+    except (OSError, ValueError) as exc:
+        hashes = _rebuild(name, target, f"iclnb_source.json is unreadable ({exc})")
+        return target, _read_source(target, hashes)
+
+
+def embedded_model_dir(name: str) -> Path:
+    """Directory with safetensors + tokenizer + config of an embedded model, dequantizing on first use and
+    rebuilding a damaged cache (see the module docstring)."""
+    return _embedded_cache(name)[0]
 
 
 def default_dtype(device: str | torch.device) -> torch.dtype:
@@ -193,9 +349,10 @@ def load_model(
     if torch_dtype is None and dtype != "auto":
         torch_dtype = default_dtype(device)
     source: dict = {"requested": name}
-    if name in EMBEDDED_MODELS:
-        path = embedded_model_dir(name)
-        source.update(json.loads((path / "iclnb_source.json").read_text()))
+    embedded = name in EMBEDDED_MODELS
+    if embedded:
+        path, cached = _embedded_cache(name)
+        source.update(cached)
         location, local_only = str(path), True
     elif Path(name).expanduser().is_dir():
         location, local_only = str(Path(name).expanduser()), True
@@ -210,22 +367,35 @@ def load_model(
                   local_files_only=local_only)
     if device_map is not None:
         kwargs["device_map"] = device_map
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tokenizer = AutoTokenizer.from_pretrained(
-                location, trust_remote_code=trust_remote_code, local_files_only=local_only
-            )
-            hf = AutoModelForCausalLM.from_pretrained(location, **kwargs)
-    except (OSError, ValueError) as exc:
-        if local_only and name not in EMBEDDED_MODELS:
-            raise IclnbError(f"cannot load the model in '{name}': {str(exc).splitlines()[0]}") from None
-        if local_only:
-            raise IclnbError(
-                f"the cached copy of {name} is unreadable ({str(exc).splitlines()[0]}); delete "
-                f"{cache_dir() / 'models' / name} and load again"
-            ) from None
-        raise IclnbError(_unknown_model_message(name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
+    from safetensors import SafetensorError
+
+    for attempt in (1, 2):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tokenizer = AutoTokenizer.from_pretrained(
+                    location, trust_remote_code=trust_remote_code, local_files_only=local_only
+                )
+                hf = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+            break
+        except SafetensorError as exc:  # a truncated or garbled weights file
+            reason = f"its weights are unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            if embedded and attempt == 1:
+                source["weights_sha256"] = _rebuild(name, path, reason)
+                continue
+            if embedded:
+                raise IclnbError(f"the cached copy of {name} in {path} is unreadable even rebuilt ({reason}); "
+                                 f"delete {path} and load again") from None
+            raise IclnbError(f"cannot load the model in '{name}': {reason}; replace its safetensors files") from None
+        except (OSError, ValueError) as exc:
+            if local_only and not embedded:
+                raise IclnbError(f"cannot load the model in '{name}': {str(exc).splitlines()[0]}") from None
+            if local_only:
+                raise IclnbError(
+                    f"the cached copy of {name} is unreadable ({str(exc).splitlines()[0]}); delete "
+                    f"{cache_dir() / 'models' / name} and load again"
+                ) from None
+            raise IclnbError(_unknown_model_message(name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
     if device_map is None:
         hf.to(device)
     hf.eval()
