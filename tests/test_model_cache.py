@@ -261,3 +261,11 @@ def test_the_real_dequantization_records_its_weights(tmp_path, monkeypatch):
     assert source["weights_sha256"] == {WEIGHTS: _sha256(folder / WEIGHTS)}
     assert json.loads((folder / loading.WEIGHTS_RECORD).read_text())["recorded"] == "made"
     assert [p.name for p in folder.parent.iterdir()] == [NAME]  # no temporary folder left
+
+
+def test_a_directory_that_is_no_model_gets_one_line(tmp_path):
+    from iclnb.core.errors import IclnbError
+    from iclnb.models import load_model
+
+    with pytest.raises(IclnbError, match="holds no config.json; a model directory holds config.json, the tokenizer"):
+        load_model(str(tmp_path))

@@ -357,6 +357,9 @@ def load_model(
     elif Path(name).expanduser().is_dir():
         location, local_only = str(Path(name).expanduser()), True
         source["path"] = location
+        if not (Path(location) / "config.json").is_file():
+            raise IclnbError(f"model directory '{name}' holds no config.json; a model directory holds config.json, "
+                             f"the tokenizer files and safetensors weights (what save_pretrained writes)")
     elif Path(name).expanduser().exists():
         raise IclnbError(f"model path '{name}' is a file; pass a directory holding config.json and safetensors weights")
     else:
