@@ -1,5 +1,5 @@
 """Influence of editing one context word (deleting it, or inserting a word before it) on a measure of the per-node
-means of word vectors, at every layer, fast (SPEC 4, 5, 7.4, 7.5).
+means of word vectors, at every layer, fast (docs/methods.md).
 
 Edits. A walk of N words encodes to token ids ``ids`` with word spans [s_w, e_w). The edit at position p gives a
 variant context: ``Delete()`` removes word p (leave-one-out), ``ids[:s_p] + ids[e_p:]``; ``Insert(word)`` puts

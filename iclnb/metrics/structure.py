@@ -1,4 +1,4 @@
-"""Structural metrics of word representations (SPEC section 5).
+"""Structural metrics of word representations (docs/methods.md, Metrics).
 
 Pure functions over arrays, in the style of ``sklearn.metrics``: inputs are float arrays (torch tensors are accepted
 and converted), every computation runs in float64, and a value that is undefined for the given input (fewer than two
@@ -251,7 +251,7 @@ def _cluster_stats(x: np.ndarray, lab: np.ndarray):
 def cluster_separation(reps, labels, *, variant: str = "unbiased") -> float:
     """Cluster separation Φ: between-centroid distance over within-cluster spread.
 
-    ``variant="unbiased"`` (default; SPEC section 5). With clusters a of size n_a ≥ 2, centroid μ_a, unbiased
+    ``variant="unbiased"`` (default). With clusters a of size n_a ≥ 2, centroid μ_a, unbiased
     (ddof=1) covariance Σ_a, C clusters and N points among them::
 
         B = mean_{a<b} ( ||μ_a − μ_b||² − tr Σ_a / n_a − tr Σ_b / n_b )
