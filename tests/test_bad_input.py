@@ -103,3 +103,32 @@ def test_a_checkpoint_of_other_parameters_is_not_reused_through_iclnb_run(finish
                        "-p", "n_boot", "20", "-p", "n_perm", "20", "-o", str(copy))
     assert rc == 1 and "checkpoint_contexts.json was made by a run with other parameters" in error_lines(err)[0]
     assert not (copy / "results.json").exists()
+
+
+def test_a_damaged_model_cache_is_rebuilt_through_iclnb_run(finished, tmp_path):
+    """1 MiB zeroed inside a copy of the cached weights (the ``finished`` run made the cache): the run says so,
+    rebuilds the cache, and records the sound hash."""
+    import json
+    import os
+    import shutil
+
+    from iclnb.models import loading
+
+    real = loading.cache_dir() / "models" / "gemma-3-270m"
+    cache = tmp_path / "cache"
+    shutil.copytree(real, cache / "models" / "gemma-3-270m")
+    weights = cache / "models" / "gemma-3-270m" / "model.safetensors"
+    sound = json.loads((real / loading.WEIGHTS_RECORD).read_text())
+    with open(weights, "r+b") as f:
+        f.seek(weights.stat().st_size // 2)
+        f.write(b"\0" * (1 << 20))
+    proc = subprocess.run([sys.executable, "-m", "iclnb", "run", "css_basic", "-p", "n_contexts", "2", "-p",
+                           "context_length", "8", "-p", "layers", "0", "-p", "n_boot", "10", "-p", "n_perm", "10",
+                           "-o", str(tmp_path / "out")], capture_output=True, text=True,
+                          env={**os.environ, "ICLNB_CACHE": str(cache), "ICLNB_PROGRESS": "text"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "is damaged" in proc.stderr and "rebuilding it" in proc.stderr
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    recorded = config["model"]["source"]["weights_sha256"]["model.safetensors"]
+    assert recorded == json.loads((cache / "models" / "gemma-3-270m" / loading.WEIGHTS_RECORD).read_text())[
+        "files"]["model.safetensors"]["sha256"] == sound["files"]["model.safetensors"]["sha256"]

@@ -275,3 +275,40 @@ def test_status_of_a_run_another_host_writes(tmp_path, capsys):
                                                               {"name": "next", "dir": "next"}]}))
     table = "\n".join(cli.status_report(tmp_path / "shared"))
     assert "running on node-17.cluster" in table and "4/10 (40%)" in table and "pending" in table
+
+
+def test_an_unwritable_output_directory_gets_one_line(notebooks, tmp_path, capsys, monkeypatch):
+    parent = tmp_path / "readonly"
+    parent.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False if Path(path) == parent else real_access(path, mode))
+    assert cli.main(["run", "tiny", "-o", str(parent / "out")]) == 2
+    assert "is not writable; choose another directory with -o" in error_line(capsys)
+
+
+def test_run_open_on_a_read_only_filesystem_gets_one_line(tmp_path, monkeypatch):
+    from iclnb.core.errors import IclnbError
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(IclnbError, match="cannot be created \\(Read-only file system\\); choose a writable"):
+        Run.open(tmp_path / "x", "demo", {})
+
+
+def test_status_names_a_damaged_results_file_and_survives_a_closed_pipe(tmp_path):
+    import subprocess
+
+    run = Run.open(tmp_path / "r", "demo", {"n": 1})
+    run.finish({"x": 1.0}, model="none")
+    (tmp_path / "r" / "results.json").write_text('{"model": "none", "res')  # truncated
+    assert any("damaged: results.json is not valid JSON" in line for line in cli.status_report(tmp_path / "r"))
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parent.parent)}
+    # the reader is gone before iclnb writes its first line (as `| head -1` is after its line)
+    proc = subprocess.Popen([sys.executable, "-m", "iclnb", "status", str(tmp_path / "r")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
