@@ -1,8 +1,11 @@
 """Natural English text that is available offline and may be redistributed: the prose of CPython's documentation
-topics.
+topics and of its standard library's docstrings.
 
-Every CPython ships ``pydoc_data.topics`` (the text behind ``help("if")``, under the Python Software Foundation
-License). :func:`prose_paragraphs` keeps its English prose paragraphs (running sentences) and drops everything else:
+Every CPython ships ``pydoc_data.topics`` (the text behind ``help("if")``) and the source of its standard library,
+both under the Python Software Foundation License. :func:`prose_paragraphs` keeps their English prose paragraphs
+(running sentences): the documentation topics first, then the docstrings of the top-level standard-library modules
+(read with ``ast``, never imported), which together hold about 90,000 gemma tokens, enough for contexts at the
+embedded models' full length. Everything else is dropped:
 headings and their underlines, grammar productions, code examples and interactive sessions (indented blocks),
 tables, lists, footnote markers and the asterisks of emphasis. The paragraphs keep the order in which CPython lists the topics. The text
 differs a little between Python versions, so a run records the Python version and the text's SHA-256.
@@ -15,7 +18,8 @@ import re
 import sys
 from functools import lru_cache
 
-SOURCE = "prose paragraphs of pydoc_data.topics (the documentation topics that ship with CPython)"
+SOURCE = ("prose paragraphs of pydoc_data.topics (the documentation topics that ship with CPython), then of the "
+          "docstrings of CPython's top-level standard-library modules")
 LICENCE = "Python Software Foundation License Version 2 (PSF-2.0)"
 
 #: A paragraph must have at least this many words to count as prose ...
@@ -58,14 +62,35 @@ def split_paragraphs(text: str) -> list[str]:
     return out
 
 
+def _stdlib_docstrings():
+    """The docstrings of the modules, classes and functions in the standard library's top-level ``.py`` files, by
+    file name; the files are parsed, never imported (some modules act when imported)."""
+    import ast
+    import sysconfig
+    from pathlib import Path
+
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef,
+                                                                       ast.AsyncFunctionDef))]
+        for node in nodes:
+            doc = ast.get_docstring(node)
+            if doc:
+                yield doc
+
+
 @lru_cache(maxsize=1)
 def prose_paragraphs() -> tuple[str, ...]:
-    """The prose paragraphs of ``pydoc_data.topics``, in topic order, each once."""
+    """The prose paragraphs of ``pydoc_data.topics`` in topic order, then of the standard library's docstrings,
+    each once."""
     from pydoc_data.topics import topics
 
     seen, out = set(), []
-    for name in topics:
-        for paragraph in split_paragraphs(topics[name]):
+    for text in [*topics.values(), *_stdlib_docstrings()]:
+        for paragraph in split_paragraphs(text):
             if is_prose(paragraph) and paragraph not in seen:
                 seen.add(paragraph)
                 out.append(paragraph)
