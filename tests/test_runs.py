@@ -371,3 +371,22 @@ def test_a_checkpoint_made_with_other_parameters_is_never_reused(tmp_path):
     run = Run.open(out, "demo", {"context_length": 20})  # the parameters that made it: resumed
     assert run.checkpoint("contexts", total=2)["0"] == {"walk": [1, 2]}
     run.close()
+
+
+def test_the_log_parameter_logs_the_finished_run_and_never_blocks_a_resume(tmp_path, monkeypatch):
+    import iclnb.ops.tracking as tracking
+
+    calls = []
+    monkeypatch.setattr(tracking, "on_finish", lambda directory, project: calls.append((Path(directory), project)))
+    monkeypatch.delenv("ICLNB_WANDB_PROJECT", raising=False)
+    out = tmp_path / "run"
+    run = Run.open(out, "demo", {"n": 1, "log": ""})
+    run.checkpoint("units", every_s=0)["0"] = 1.0
+    run.close()
+    run = Run.open(out, "demo", {"n": 1, "log": "my-project"})  # logging switched on for the rerun: resumed
+    assert run.checkpoint("units")["0"] == 1.0
+    run.finish({"x": 1.0}, model="none")
+    assert calls == [(out, "my-project")]
+    run = Run.open(tmp_path / "quiet", "demo", {"n": 1, "log": ""})
+    run.finish({"x": 1.0}, model="none")
+    assert len(calls) == 1

@@ -24,7 +24,8 @@ from iclnb.core.errors import IclnbError
 from iclnb.core.layers import check_layers_spec
 
 __all__ = ["Param", "Int", "Float", "Bool", "Str", "Choice", "IntList", "StrList", "Layers", "declare",
-           "Declaration", "Values", "MODEL", "DTYPE", "OUTPUT_DIR", "SEED", "N_BOOT", "N_PERM", "MAX_CONTEXTS"]
+           "Declaration", "Values", "MODEL", "DTYPE", "OUTPUT_DIR", "SEED", "N_BOOT", "N_PERM", "MAX_CONTEXTS",
+           "LOG"]
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,8 @@ OUTPUT_DIR = Str("output_dir", "", "empty: results/<notebook>", None, "directory
 #: typo such as an extra zero should be caught before hours of work, not after).
 MAX_CONTEXTS = 1_000_000
 SEED = Int("seed", 42, "run seed; every random draw comes from a stream derived from it", min=0)
+LOG = Str("log", "", "W&B project to log the finished run to (empty: no logging; offline without an account)",
+          None, "project name or empty")
 N_BOOT = Int("n_boot", 1000, "bootstrap resamples for confidence intervals", min=10)
 N_PERM = Int("n_perm", 1000, "permutations for p-values", min=10)
 

@@ -133,13 +133,10 @@ def log_run(directory, project: str | None = None, quiet: bool = False) -> Path:
     return where
 
 
-def on_finish(directory) -> None:
-    """Called by :meth:`iclnb.results.run.Run.finish`: when ``ICLNB_WANDB_PROJECT`` is set, log the finished run in a
-    separate process (so W&B never runs inside a notebook's kernel). A failure to log is reported and does not
-    fail the run, whose results are already written."""
-    project = os.environ.get(ENV_PROJECT)
-    if not project:
-        return
+def on_finish(directory, project: str) -> None:
+    """Called by :meth:`iclnb.results.run.Run.finish` when the run's ``log`` parameter (or ``ICLNB_WANDB_PROJECT``)
+    names a project: log the finished run in a separate process (so W&B never runs inside a notebook's kernel). A
+    failure to log is reported and does not fail the run, whose results are already written."""
     proc = subprocess.run([sys.executable, "-m", "iclnb", "log", str(directory), "--project", project],
                           capture_output=True, text=True)
     if proc.stdout.strip():

@@ -333,12 +333,17 @@ class Checkpoint(Mapping):
 # ---------------------------------------------------------------------------------------------------- the run
 
 
+#: Parameters that say where a run writes and where it reports, not what it computes: a run may move, and logging
+#: may be switched on for a rerun, without its work being redone.
+NOT_COMPARED = ("output_dir", "log")
+
+
 def params_fingerprint(experiment: str, params: dict) -> str:
-    """A short hash of the experiment and its parameters (``output_dir`` aside: a directory may move), stored in
-    every checkpoint so that work done with other parameters is never taken for this run's."""
+    """A short hash of the experiment and its parameters (:data:`NOT_COMPARED` aside), stored in every checkpoint so
+    that work done with other parameters is never taken for this run's."""
     import hashlib
 
-    payload = {k: v for k, v in to_jsonable(params).items() if k != "output_dir"}
+    payload = {k: v for k, v in to_jsonable(params).items() if k not in NOT_COMPARED}
     text = json.dumps([experiment, payload], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -346,7 +351,7 @@ def params_fingerprint(experiment: str, params: dict) -> str:
 def _differences(old: dict, new: dict) -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
-        if key == "output_dir":
+        if key in NOT_COMPARED:
             continue
         if key not in old:
             out.append(f"{key} (new parameter, now {new[key]!r})")
@@ -528,7 +533,8 @@ class Run:
     def finish(self, results: dict, model: str | None = None) -> Path:
         """Write results.json ``{"model", "timestamp", "config", "results"}``, the figures' PNG copies, mark
         config.json finished and release the lock. ``model`` defaults to the recorded model's name. Returns the path
-        of results.json. With ``ICLNB_WANDB_PROJECT`` set, the finished run is then logged to that W&B project."""
+        of results.json. With a ``log`` parameter (or ``ICLNB_WANDB_PROJECT``) naming a W&B project, the finished run
+        is then logged to it."""
         if model is None:
             model = (self.config.get("model") or {}).get("name")
         doc = {"model": model, "timestamp": _now(), "config": self.params, "results": results}
@@ -537,9 +543,10 @@ class Run:
         self.config["provenance"]["finished"] = doc["timestamp"]
         self._write_config()
         self.close()
-        if os.environ.get("ICLNB_WANDB_PROJECT"):  # log every finished run to W&B (iclnb.ops.tracking)
+        project = self.params.get("log") or os.environ.get("ICLNB_WANDB_PROJECT")
+        if project:  # log the finished run to W&B (iclnb.ops.tracking)
             from iclnb.ops.tracking import on_finish
-            on_finish(self.dir)
+            on_finish(self.dir, project)
         return path
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from iclnb.core.seeding import stream
 from iclnb.experiments.collapse import corpus
 from iclnb.experiments.collapse import probes as probe_data
 from iclnb.experiments.collapse.chunked import ChunkedPass
-from iclnb.experiments.params import (DTYPE, MAX_CONTEXTS, MODEL, N_BOOT, OUTPUT_DIR, SEED, Bool, Choice, Float,
+from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, OUTPUT_DIR, SEED, Bool, Choice, Float,
                                       Int, Layers, declare)
 from iclnb.metrics import collapse_stats
 from iclnb.stats import bootstrap_ci
@@ -48,6 +48,7 @@ PARAMS = declare(
     OUTPUT_DIR,
     DTYPE,
     SEED,
+    LOG,
 )
 
 #: The kinds of context, natural text (the reference) among them.

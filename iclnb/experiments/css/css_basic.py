@@ -17,8 +17,8 @@ from iclnb.core.errors import IclnbError
 from iclnb.core.layers import layer_key
 from iclnb.core.progress import progress
 from iclnb.core.seeding import stream
-from iclnb.experiments.params import (DTYPE, MAX_CONTEXTS, MODEL, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice, Float,
-                                      Int, Layers, declare)
+from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice,
+                                      Float, Int, Layers, declare)
 from iclnb.metrics import (cluster_separation, coherence, css_summary, dirichlet_energy, node_means,
                            separation_null)
 from iclnb.represent import represent_walks
@@ -40,6 +40,7 @@ PARAMS = declare(
     OUTPUT_DIR,
     DTYPE,
     SEED,
+    LOG,
 )
 
 #: Per-context metrics whose CSS is reported; ``energy_raw`` is stored beside them.

@@ -12,7 +12,7 @@ import numpy as np
 from iclnb.core.seeding import stream
 from iclnb.experiments.loo.loo import METRICS
 from iclnb.experiments.loo.source import describe, load_source
-from iclnb.experiments.params import N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice, Str, declare
+from iclnb.experiments.params import LOG, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice, Str, declare
 from iclnb.results.io import nan_array
 from iclnb.stats import bootstrap_ci
 
@@ -30,6 +30,7 @@ PARAMS = declare(
     N_PERM,
     OUTPUT_DIR,
     SEED,
+    LOG,
 )
 
 

@@ -28,7 +28,7 @@ from iclnb.core.errors import IclnbError
 from iclnb.core.layers import layer_key
 from iclnb.core.progress import progress
 from iclnb.core.seeding import stream
-from iclnb.experiments.params import (DTYPE, MAX_CONTEXTS, MODEL, N_BOOT, OUTPUT_DIR, SEED, Choice, Int, IntList,
+from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, OUTPUT_DIR, SEED, Choice, Int, IntList,
                                       Layers, Str, StrList, declare)
 from iclnb.methods.loo import Delete, LooEngine, PairDistances
 from iclnb.results.io import nan_array, to_jsonable
@@ -71,6 +71,7 @@ PARAMS = declare(
     OUTPUT_DIR,
     DTYPE,
     SEED,
+    LOG,
 )
 
 #: loo_multilayer: the same notebook at every layer and the 14 context lengths of the seed's multilayer study.

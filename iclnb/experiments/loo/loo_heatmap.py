@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from iclnb.experiments.loo.loo import METRICS
 from iclnb.experiments.loo.source import describe, load_source
-from iclnb.experiments.params import OUTPUT_DIR, Str, StrList, declare
+from iclnb.experiments.params import LOG, OUTPUT_DIR, Str, StrList, declare
 
 __all__ = ["PARAMS", "load_source", "describe"]
 
@@ -14,4 +14,5 @@ PARAMS = declare(
         "directory"),
     StrList("metrics", "ratio,cross,within,within_sq", "metrics to draw, one figure each", options=METRICS),
     OUTPUT_DIR,
+    LOG,
 )

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from iclnb.core.errors import IclnbError
-from iclnb.experiments.params import N_BOOT, OUTPUT_DIR, SEED, Choice, Str, declare
+from iclnb.experiments.params import LOG, N_BOOT, OUTPUT_DIR, SEED, Choice, Str, declare
 from iclnb.ops.tidy import supported, tidy
 
 __all__ = ["PARAMS", "load_runs", "overview", "parameter_table", "differing", "tidy_table", "metrics_to_show",
@@ -38,6 +38,7 @@ PARAMS = declare(
     N_BOOT,
     OUTPUT_DIR,
     SEED,
+    LOG,
 )
 
 #: At most this many metrics are drawn (every one stays in the tables).

@@ -42,7 +42,7 @@ from iclnb.core.errors import IclnbError
 from iclnb.core.layers import EMBED, layer_key
 from iclnb.core.progress import progress
 from iclnb.core.seeding import stream
-from iclnb.experiments.params import (DTYPE, MAX_CONTEXTS, MODEL, OUTPUT_DIR, SEED, Choice, Int, IntList, Layers,
+from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, OUTPUT_DIR, SEED, Choice, Int, IntList, Layers,
                                       StrList, declare)
 from iclnb.experiments.park._per_context import N_PCS, VARIANTS, context_geometry, context_statistics, pair_targets
 from iclnb.metrics import dirichlet_energy, distance_correlation, pca, procrustes_fit, spectral_embedding
@@ -70,6 +70,7 @@ PARAMS = declare(
     OUTPUT_DIR,
     DTYPE,
     SEED,
+    LOG,
 )
 
 BIN_WORDS = 25  # word positions per accuracy bin
