@@ -356,7 +356,7 @@ def _execute_submitit(manifest, sweep_dir, todo, executor, max_parallel, options
         started = {job: (entry, time.monotonic()) for entry, job in zip(todo, jobs)}
         return _wait(manifest, sweep_dir, started, out, len(todo))
     # submitit-local: at most max_parallel jobs in flight
-    pending, in_flight, failed, count = list(todo), {}, 0, 0
+    pending, in_flight, tally = list(todo), {}, [0, 0]
     while pending or in_flight:
         while pending and len(in_flight) < max(1, int(max_parallel)):
             entry = pending.pop(0)
@@ -366,13 +366,8 @@ def _execute_submitit(manifest, sweep_dir, todo, executor, max_parallel, options
             _write_manifest(sweep_dir, manifest)
             print(f"submitted {entry['name']} (job {job.job_id}; logs in {folder})", file=out, flush=True)
         time.sleep(0.5)
-        for job in [j for j in in_flight if j.done()]:
-            entry, began = in_flight.pop(job)
-            count += 1
-            code = _job_code(job)
-            failed += code != 0
-            _finish(manifest, sweep_dir, entry, code, time.monotonic() - began, out, count, len(todo))
-    return 1 if failed else 0
+        _record_done(manifest, sweep_dir, in_flight, out, tally, len(todo))
+    return 1 if tally[1] else 0
 
 
 def _job_code(job) -> int:
@@ -382,14 +377,20 @@ def _job_code(job) -> int:
         return 1
 
 
+def _record_done(manifest, sweep_dir, jobs: dict, out, tally: list, total: int) -> None:
+    """Record the jobs of ``jobs`` ({job: (entry, start time)}) that have ended, removing them; ``tally`` is
+    [ended so far, failed so far], updated in place."""
+    for job in [j for j in jobs if j.done()]:
+        entry, began = jobs.pop(job)
+        code = _job_code(job)
+        tally[0] += 1
+        tally[1] += code != 0
+        _finish(manifest, sweep_dir, entry, code, time.monotonic() - began, out, tally[0], total)
+
+
 def _wait(manifest, sweep_dir, jobs: dict, out, total: int) -> int:
-    failed, count = 0, 0
+    tally = [0, 0]
     while jobs:
         time.sleep(5)
-        for job in [j for j in jobs if j.done()]:
-            entry, began = jobs.pop(job)
-            count += 1
-            code = _job_code(job)
-            failed += code != 0
-            _finish(manifest, sweep_dir, entry, code, time.monotonic() - began, out, count, total)
-    return 1 if failed else 0
+        _record_done(manifest, sweep_dir, jobs, out, tally, total)
+    return 1 if tally[1] else 0
