@@ -15,6 +15,10 @@ its numbers:
   number of words per context at that length; the null of each metric is its shuffled-label control;
 * ``compare_loo_metrics``: its ``metric_curves`` records.
 
+An experiment module can also carry its own extractor: a function ``tidy_rows(r, n_boot, seed)`` in
+``iclnb/experiments/<family>/<name>.py`` returning rows made with :func:`row`; :func:`tidy` uses it when the
+experiment is not in :data:`EXTRACTORS`, so a new experiment adds its extractor beside its own code.
+
 A run of another experiment gives an empty table with the same columns (:func:`supported` says which do).
 ``condition`` is the word set (loo) and empty elsewhere; ``depth`` is block / (blocks − 1), which lines up models
 of different depth; ``null*`` are NaN where the experiment states no null.
@@ -29,7 +33,7 @@ import numpy as np
 from iclnb.core.seeding import stream
 from iclnb.results.io import nan_array
 
-__all__ = ["COLUMNS", "tidy", "supported", "EXTRACTORS"]
+__all__ = ["COLUMNS", "tidy", "supported", "EXTRACTORS", "row", "extractor"]
 
 COLUMNS = ["run", "model", "experiment", "condition", "layer", "depth", "N", "metric", "mean", "ci_low", "ci_high",
            "null", "null_ci_low", "null_ci_high"]
@@ -60,7 +64,9 @@ def _layer_keys(r) -> list[tuple]:
     return out
 
 
-def _row(metric, layer, n_words, mean, low, high, condition="", null=(_NAN, _NAN, _NAN)) -> dict:
+def row(metric, layer, n_words, mean, low, high, condition="", null=(_NAN, _NAN, _NAN)) -> dict:
+    """One tidy row (the run, model, experiment and depth columns are filled in by :func:`tidy`); ``null`` is
+    (mean, ci_low, ci_high) of the metric's null, NaN where it has none; non-finite values become NaN."""
     return {"condition": condition, "layer": layer, "N": _f(n_words), "metric": metric, "mean": _f(mean),
             "ci_low": _f(low), "ci_high": _f(high), "null": _f(null[0]), "null_ci_low": _f(null[1]),
             "null_ci_high": _f(null[2])}
@@ -78,10 +84,10 @@ def _css_basic(r, n_boot, seed) -> list[dict]:
         null = summary.get("phi_null") or {}
         for metric, s in summary.items():
             nulls = (null.get("mean"), null.get("ci_low"), null.get("ci_high")) if metric == "phi" else (_NAN,) * 3
-            rows.append(_row(metric, layer, n_words, s.get("mean"), s.get("ci_low"), s.get("ci_high"), null=nulls))
+            rows.append(row(metric, layer, n_words, s.get("mean"), s.get("ci_low"), s.get("ci_high"), null=nulls))
         for metric, classes in (entry.get("css_by_class") or {}).items():
             for cls, s in classes.items():
-                rows.append(_row(f"css_{cls}_{metric}", layer, n_words, s.get("css"), s.get("ci_low"),
+                rows.append(row(f"css_{cls}_{metric}", layer, n_words, s.get("css"), s.get("ci_low"),
                                  s.get("ci_high")))
     return rows
 
@@ -111,9 +117,9 @@ def _loo(r, n_boot, seed) -> list[dict]:
                 mean, low, high = samples[0], np.full(len(columns), np.nan), np.full(len(columns), np.nan)
             for (n_words, metric), m, lo, hi in zip(cells, np.atleast_1d(mean), np.atleast_1d(low),
                                                     np.atleast_1d(high)):
-                rows.append(_row(metric, layer, n_words, m, lo, hi, condition))
+                rows.append(row(metric, layer, n_words, m, lo, hi, condition))
         for record in entry.get("bridge_anchor") or []:
-            rows.append(_row(f"influence_{record.get('metric')}_{record.get('class')}", layer, record.get("N"),
+            rows.append(row(f"influence_{record.get('metric')}_{record.get('class')}", layer, record.get("N"),
                              record.get("mean"), record.get("ci_low"), record.get("ci_high"),
                              record.get("condition", "")))
     return rows
@@ -145,13 +151,13 @@ def _reproduce_park(r, n_boot, seed) -> list[dict]:
                 def at(values):
                     values = np.atleast_1d(nan_array(values)) if values is not None else None
                     return values[i] if values is not None and i < len(values) else _NAN
-                rows.append(_row(metric, layer, round(float(n_words), 1), at(mean), at(low), at(high),
+                rows.append(row(metric, layer, round(float(n_words), 1), at(mean), at(low), at(high),
                                  null=tuple(at(v) for v in null)))
     return rows
 
 
 def _compare_loo_metrics(r, n_boot, seed) -> list[dict]:
-    return [_row(rec.get("metric"), rec.get("layer"), rec.get("N"), rec.get("mean"), rec.get("ci_low"),
+    return [row(rec.get("metric"), rec.get("layer"), rec.get("N"), rec.get("mean"), rec.get("ci_low"),
                  rec.get("ci_high"), rec.get("condition", "")) for rec in r.results.get("metric_curves") or []]
 
 
@@ -165,9 +171,24 @@ EXTRACTORS = {
 }
 
 
+def extractor(experiment: str | None):
+    """The extractor of ``experiment``: from :data:`EXTRACTORS`, else the ``tidy_rows`` of its module, else None."""
+    if not experiment:
+        return None
+    if experiment in EXTRACTORS:
+        return EXTRACTORS[experiment]
+    from iclnb.core.errors import IclnbError
+    from iclnb.experiments import find
+
+    try:
+        return getattr(find(experiment).load(), "tidy_rows", None)
+    except IclnbError:  # a run of an experiment this installation does not have
+        return None
+
+
 def supported(r) -> bool:
     """Whether :func:`tidy` knows where the run's experiment keeps its numbers."""
-    return r.experiment in EXTRACTORS
+    return extractor(r.experiment) is not None
 
 
 def tidy(r, label: str | None = None, n_boot: int = 1000, seed: int = 42):
@@ -183,8 +204,8 @@ def tidy(r, label: str | None = None, n_boot: int = 1000, seed: int = 42):
 
     if not isinstance(r, RunResults):
         r = load(r)
-    extractor = EXTRACTORS.get(r.experiment)
-    rows = extractor(r, n_boot, seed) if extractor else []
+    extract = extractor(r.experiment)
+    rows = extract(r, n_boot, seed) if extract else []
     table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("run", "model", "experiment", "depth")])
     n_blocks = r.n_blocks
     table.insert(0, "run", label or r.dir.name)
