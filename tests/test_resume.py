@@ -51,9 +51,11 @@ def _strict(path: Path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
-@pytest.mark.parametrize("experiment", list(CASES))
-def test_killed_run_resumes_to_identical_results(experiment, tmp_path):
-    args = ["run", experiment, *CASES[experiment]]
+def killed_and_resumed(experiment: str, params: list, tmp_path: Path) -> tuple[dict, dict, Path, Path]:
+    """Kill ``iclnb run experiment *params`` (kernel included) once a work unit is checkpointed, rerun it to the
+    end, and run the same command unbroken elsewhere. Returns both results.json documents and both directories;
+    each experiment's own test compares them (tests/experiments/test_<name>.py may call this too)."""
+    args = ["run", experiment, *params]
     broken, whole = tmp_path / "broken", tmp_path / "whole"
     proc = subprocess.Popen([sys.executable, "-m", "iclnb", *args, "-o", str(broken)], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
@@ -67,8 +69,18 @@ def test_killed_run_resumes_to_identical_results(experiment, tmp_path):
         done = subprocess.run([sys.executable, "-m", "iclnb", *args, "-o", str(out)], capture_output=True, text=True,
                               env=_env())
         assert done.returncode == 0, done.stderr[-3000:]
-    a, b = _strict(broken / "results.json"), _strict(whole / "results.json")
-    assert _without_timings(a["results"]) == _without_timings(b["results"])
+    return _strict(broken / "results.json"), _strict(whole / "results.json"), broken, whole
+
+
+def same_results(a: dict, b: dict) -> bool:
+    """Two results.json documents agree on everything but wall-clock timings."""
+    return _without_timings(a["results"]) == _without_timings(b["results"])
+
+
+@pytest.mark.parametrize("experiment", list(CASES))
+def test_killed_run_resumes_to_identical_results(experiment, tmp_path):
+    a, b, broken, whole = killed_and_resumed(experiment, CASES[experiment], tmp_path)
+    assert same_results(a, b)
     if experiment == "loo_multilayer":
         rows = list(csv.DictReader((broken / "raw_data" / "influence.csv").open()))
         assert rows == list(csv.DictReader((whole / "raw_data" / "influence.csv").open()))
