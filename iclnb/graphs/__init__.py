@@ -6,7 +6,8 @@ cluster-aware walks. Generators and samplers are pure functions: every random dr
 ``numpy.random.Generator`` passed in (see :func:`iclnb.core.seeding.stream`), never from a global seed.
 
 Families: :func:`grid`, :func:`ring`, :func:`hex_lattice` (Park et al.), :func:`sbm`, :func:`hierarchy`,
-:func:`nested_hierarchy` (unequal cluster sizes, e.g. :func:`two_level_hierarchy`), :func:`semantic_conflict`, :func:`dual`, :func:`days_of_week_ring`.
+:func:`nested_hierarchy` (clusters of unequal sizes, e.g. :func:`two_level_hierarchy`), :func:`semantic_conflict`,
+:func:`dual`, :func:`days_of_week_ring`.
 Walks: :func:`random_walk`, :func:`dual_walk`; walk helpers: :func:`is_bridge`, :func:`is_anchor`,
 :func:`walk_words`, :func:`block_permute`, :func:`full_shuffle`, :func:`cluster_runs`, :func:`non_edge_steps`,
 :func:`junction_counts`.
