@@ -206,8 +206,7 @@ def animation_figure(frames: dict, words, labelings: dict, levels, layer, explai
                                   textposition="top center", textfont=dict(size=10),
                                   marker=dict(size=13, color=colors[idx[0]], symbol=symbols[idx[0]],
                                               line=dict(width=1, color="#333")),
-                                  name=f"{level_name(levels[0]).split(' (')[0]} {t}, "
-                                       f"{level_name(levels[-1]).split(' (')[0]} {f}"))
+                                  name=f"level 1: cluster {t}, level {len(levels)}: cluster {f}"))
         return out
 
     every = np.concatenate([np.asarray(frames[n], dtype=float) for n in lengths])
@@ -219,8 +218,9 @@ def animation_figure(frames: dict, words, labelings: dict, levels, layer, explai
     steps = [dict(method="animate", label=str(n), args=[[str(n)], dict(mode="immediate", frame=dict(duration=600,
                   redraw=True), transition=dict(duration=300))]) for n in lengths]
     fig.update_layout(
-        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="N = ", suffix=" words"), pad=dict(t=50))],
-        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.08, xanchor="left", yanchor="top",
+        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="N = ", suffix=" words"), pad=dict(t=110, l=170),
+                      x=0, len=1.0)],
+        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.2, xanchor="left", yanchor="top",
                           buttons=[dict(label="▶ play", method="animate",
                                         args=[None, dict(frame=dict(duration=700, redraw=True),
                                                          transition=dict(duration=300), fromcurrent=True)]),
@@ -233,8 +233,8 @@ def animation_figure(frames: dict, words, labelings: dict, levels, layer, explai
     fig.update_xaxes(title_text=axis(0), range=[lo[0] - pad[0], hi[0] + pad[0]])
     fig.update_yaxes(title_text=axis(1), range=[lo[1] - pad[1], hi[1] + pad[1]])
     return layout(fig, f"Node means by context length, layer {layer} (PCA fitted on all frames, aligned frame to "
-                       f"frame)", height=640, legend=dict(orientation="v", x=1.02, y=1, xanchor="left"),
-                  margin=dict(b=150))
+                       f"frame)", height=700, legend=dict(orientation="v", x=1.02, y=1, xanchor="left"),
+                  margin=dict(b=190))
 
 
 def hierarchy_graph_figure(graph, levels) -> go.Figure:
