@@ -94,6 +94,7 @@ tables = exp.tables(measured, graph, walks, p)
 """),
 ("md", "When each level separates: per layer and level, the smallest N from which the mean of Φ − null over contexts is above 0 (one-sided t test at 5%, also at every longer N), its 95% bootstrap interval over contexts, the share of resamples in which it is reached at all, and how often (over the same resamples) the coarser level separates strictly before the next finer one."),
 ("code", """
+run.save_figure(figures.onset_figure(tables["onset"], p.context_lengths, levels), "onset_by_layer")
 exp.onset_table(tables, levels)
 """),
 ("md", "Separation of each level against N at the last measured layer, with 95% bootstrap intervals; dotted lines mark each level's onset N."),

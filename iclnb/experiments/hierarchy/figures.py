@@ -249,3 +249,37 @@ def hierarchy_graph_figure(graph, levels) -> go.Figure:
     fig.data[1].marker.symbol = symbols
     fig.data[1].marker.size = 13
     return fig
+
+
+def onset_figure(onset: dict, lengths, levels) -> go.Figure:
+    """Per layer and level, the context length at which the level separates (Φ − null above 0 from there on) with
+    its 95% bootstrap interval over contexts; "not reached" (within the lengths measured) is drawn above the axis'
+    longest length. Levels are offset slightly so their bars do not hide each other."""
+    top = max(lengths) * 1.6
+
+    def y(v):
+        return top if v is None else v
+
+    fig = go.Figure()
+    layers = [key.removeprefix("layer_") for key in onset]
+    for i, level in enumerate(levels):
+        entries = [onset[key]["levels"][level] for key in onset]
+        point = [y(e["n_star"]) for e in entries]
+        low = [y(e["ci_low"]) for e in entries]
+        high = [y(e["ci_high"]) for e in entries]
+        fig.add_trace(go.Scatter(
+            x=layers, y=point, mode="markers", name=level_name(level),
+            marker=dict(size=10, color=PALETTE[i % len(PALETTE)],
+                        symbol=["x" if e["n_star"] is None else "circle" for e in entries]),
+            error_y=dict(type="data", symmetric=False, array=[h - p for h, p in zip(high, point)],
+                         arrayminus=[p - lo for p, lo in zip(point, low)], thickness=1.5),
+            customdata=[[e["fraction_reached"]] for e in entries],
+            hovertemplate="layer %{x}: onset N %{y} (reached in %{customdata[0]:.0%} of resamples)<extra></extra>",
+            offsetgroup=str(i)))
+    ticks = sorted(set(lengths)) + [top]
+    fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{v:g}" for v in lengths] + ["not reached"],
+                     title_text="onset context length N (words, log scale)")
+    fig.update_xaxes(type="category", title_text="layer (decoder block)")
+    fig.update_layout(scattermode="group")
+    return layout(fig, "When each level separates (onset N with 95% bootstrap CI over contexts)", height=460,
+                  legend_below=True)
