@@ -59,7 +59,7 @@ def money_figure(tab: dict, lengths, levels) -> go.Figure:
     first = next(iter(tab.values()))
     chance = first[f"N_{lengths[0]}"][layer_key(first["figure_layer"])]["energy_norm"]["chance"]
     fig.add_hline(y=chance, line=dict(color="#555", dash="dot", width=1), row=2, col=1,
-                  annotation_text="chance |E|/C(n,2)", annotation_position="bottom right")
+                  annotation_text="chance |E|/C(n,2)", annotation_position="top left")
     for row, col in cells:
         log_x(fig, lengths, N_TITLE, row=row, col=col)
     fig.update_yaxes(title_text="Φ (dimensionless)", row=1, col=1)
@@ -74,7 +74,7 @@ def css_heatmap_figure(tab: dict, lengths, level: str) -> go.Figure:
     """CSS of each position's word loss against each context's Φ (of ``level``) at each N: rows N, columns word
     position, one panel per model at the layer of :func:`money_figure`; a diverging scale centred on 0 per panel."""
     names = list(tab)
-    fig = make_subplots(rows=len(names), cols=1, vertical_spacing=0.12 if len(names) > 1 else 0.1,
+    fig = make_subplots(rows=len(names), cols=1, vertical_spacing=0.2 if len(names) > 1 else 0.1,
                         subplot_titles=[f"{name}, layer {tab[name]['figure_layer']}" for name in names])
     width = max(lengths)
     for i, name in enumerate(names, start=1):
@@ -95,7 +95,7 @@ def css_heatmap_figure(tab: dict, lengths, level: str) -> go.Figure:
         fig.update_yaxes(title_text="N (words)", type="category", row=i, col=1)
         fig.update_xaxes(title_text="word position", row=i, col=1)
     return layout(fig, f"CSS by position and context length (vs Φ of {level_name(level)})",
-                  height=300 * len(names) + 120)
+                  height=330 * len(names) + 120)
 
 
 def phi_by_layer_figure(tab: dict, n: int, levels) -> go.Figure:
