@@ -70,7 +70,7 @@ run.save_figure(figures.mds_figure(doc["mds"][deepest], graph, deepest), "mds")
 ("code", """
 run.finish(doc)
 """),
-], {"n_contexts": 3, "context_lengths": "10,30", "layers": "0,-1", "n_boot": 50})
+], {"n_contexts": 3, "context_lengths": "8,16", "layers": "0,-1", "n_boot": 50})
 
 write("incongruous_injection", "iclnb.experiments.perturbation.incongruous_injection", [
 ("md", """
@@ -135,5 +135,5 @@ run.save_figure(figures.loss_after_figure(tables), "loss_after")
 ("code", """
 run.finish(exp.results_document(contexts, tables, by_layer, graph, layers, lm, p))
 """),
-], {"n_contexts": 2, "context_lengths": "12,20", "positions": "1,5,10", "layers": "-1", "n_boot": 50,
+], {"n_contexts": 2, "context_lengths": "10,16", "positions": "1,5", "layers": "-1", "n_boot": 50,
     "kinds": "wrong_cluster,out_of_vocab"})

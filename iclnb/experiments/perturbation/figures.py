@@ -222,7 +222,7 @@ def loss_after_figure(tabs: dict) -> go.Figure:
                  row=1, col=col, showlegend=col == 1, marker=dict(size=5))
         fig.add_hline(y=0, line=dict(color="#999", width=1, dash="dot"), row=1, col=col)
         if ps:
-            log_x(fig, ps, "position p", row=1, col=col)
+            log_x(fig, ps, "insertion position p (words)", row=1, col=col)
     fig.update_yaxes(title_text="Δ mean loss of later words (nats)", row=1, col=1)
     return layout(fig, "Loss after the insertion, minus the same words' loss without it (mean, 95% CI)", height=420,
                   legend_below=True)
