@@ -23,13 +23,14 @@ from iclnb.experiments.hierarchy import hierarchical as exp, figures
 
 p, run, _ = start(exp, globals())
 graph = exp.make_graph(p)
+levels = exp.levels_of(graph)
 checked = exp.check(p, run, graph)  # every model found, the longest context fits each, before any work
 {name: c["layers"] for name, c in checked.items()}
 """),
 ("md", "The graph: nodes coloured by super-cluster; it is drawn once from the run's graph stream. The walks come from their own streams, so every model reads the same contexts."),
 ("code", """
 walks = exp.make_walks(graph, p)
-run.save_figure(figures.hierarchy_graph_figure(graph, exp.levels_of(graph)), "graph")
+run.save_figure(figures.hierarchy_graph_figure(graph, levels), "graph")
 """),
 ("md", "One forward pass per batch of contexts and model gives every requested layer and the word losses; the models are loaded one at a time, and each (model, context) is checkpointed, so an interrupted run resumes where it stopped."),
 ("code", """
@@ -38,19 +39,19 @@ measured = exp.collect(run, graph, walks, checked, p)
 ("md", "Per model, layer and level: the onset N (the smallest N from which the mean of Φ − null over contexts is above 0 by a one-sided t test, also at every longer N) with its bootstrap interval, and at the largest N Φ beside its null, coherence, E_norm and max |CSS| beside its permutation null."),
 ("code", """
 tables = exp.tables(measured, graph, walks, p)
-exp.summary_table(tables, graph_levels := exp.levels_of(graph))
+exp.summary_table(tables, levels)
 """),
 ("md", "The money plot: Φ of each level and its node-shuffled null, E_norm with its chance value, and max |CSS| with its permutation null, against N; each model at the layer where the super-cluster excess Φ − null is largest at the largest N (named in the legend)."),
 ("code", """
-run.save_figure(figures.money_figure(tables, p.context_lengths, graph_levels), "money_plot")
+run.save_figure(figures.money_figure(tables, p.context_lengths, levels), "money_plot")
 """),
 ("md", "CSS of the word loss at each position against the context's super-cluster Φ, for every N (rows) and position (columns)."),
 ("code", """
-run.save_figure(figures.css_heatmap_figure(tables, p.context_lengths, graph_levels[0]), "css_heatmap")
+run.save_figure(figures.css_heatmap_figure(tables, p.context_lengths, levels[0]), "css_heatmap")
 """),
 ("md", "Φ per level by layer at the largest N, with the node-shuffled nulls."),
 ("code", """
-run.save_figure(figures.phi_by_layer_figure(tables, max(p.context_lengths), graph_levels), "phi_by_layer")
+run.save_figure(figures.phi_by_layer_figure(tables, max(p.context_lengths), levels), "phi_by_layer")
 """),
 ("md", "Write `results.json` (strict JSON) and the PNG copies of the figures, and release the results directory."),
 ("code", """

@@ -55,10 +55,7 @@ PARAMS = declare(
 
 def make_graph(p):
     """The run's two-level hierarchy (its own random stream: changing the walks never changes the graph)."""
-    sizes = list(p.sub_cluster_sizes)
-    if sum(sizes) < 2 and p.n_super_clusters * sum(sizes) < 2:
-        raise IclnbError("the hierarchy needs at least 2 nodes")
-    return graphs.two_level_hierarchy(p.n_super_clusters, sizes, rng=stream(p.seed, "graph"),
+    return graphs.two_level_hierarchy(p.n_super_clusters, list(p.sub_cluster_sizes), rng=stream(p.seed, "graph"),
                                       probabilities=[p.p_sub, p.p_super, p.p_between])
 
 
