@@ -126,3 +126,12 @@ def test_llc_estimate_and_settings_refused():
     with pytest.raises(IclnbError, match="no parameters"):
         with moving(Quadratic([1.0], [0.0], [0.0]), []):
             pass
+
+
+def test_bif_column_without_values_is_nan_and_leaves_the_others():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(30, 3))
+    x[:, 0] = np.nan  # e.g. a word holding token 0: it has no loss
+    out = bif(x, mode="correlation")
+    assert np.isnan(out[0]).all() and np.isnan(out[:, 0]).all()
+    np.testing.assert_allclose(out[1:, 1:], np.corrcoef(x[:, 1:].T), atol=1e-12)

@@ -182,8 +182,8 @@ def bif(a, b=None, mode: str = "covariance") -> np.ndarray:
 
     a: (draws, n_a), b: (draws, n_b) (default: a). ``mode="covariance"``: −Cov(a_i, b_j) (population covariance
     over the draws), Lee et al.'s BIF. ``mode="correlation"``: the Pearson correlation Corr(a_i, b_j) (symmetric with
-    a unit diagonal when b is a; NaN for a constant column). Returns (n_a, n_b). NaN rows of the traces (a failed
-    draw) are dropped from both.
+    a unit diagonal when b is a; NaN for a constant column). Returns (n_a, n_b). A column without any finite value
+    gives NaN; otherwise a draw with a NaN entry is dropped from both traces.
     """
     x = np.asarray(a, dtype=np.float64)
     y = x if b is None else np.asarray(b, dtype=np.float64)
@@ -195,12 +195,16 @@ def bif(a, b=None, mode: str = "covariance") -> np.ndarray:
         raise IclnbError(f"the two traces need the same draws, got {x.shape[0]} and {y.shape[0]}")
     if mode not in ("covariance", "correlation"):
         raise IclnbError(f"mode must be 'covariance' or 'correlation', got {mode!r}")
-    keep = np.isfinite(x).all(1) & np.isfinite(y).all(1)
-    x, y = x[keep], y[keep]
+    # a column with no finite value (a word without a loss) gives NaN; other NaN entries drop their draw
+    col_x, col_y = np.isfinite(x).any(0), np.isfinite(y).any(0)
+    keep = np.isfinite(x[:, col_x]).all(1) & np.isfinite(y[:, col_y]).all(1)
+    x, y = np.where(col_x, x, 0.0)[keep], np.where(col_y, y, 0.0)[keep]
     if x.shape[0] < 2:
         return np.full((x.shape[1], y.shape[1]), np.nan)
+    dead = ~col_x[:, None] | ~col_y[None, :]
     xc, yc = x - x.mean(0), y - y.mean(0)
     cov = xc.T @ yc / x.shape[0]
+    cov[dead] = np.nan
     if mode == "covariance":
         return -cov
     sx, sy = np.sqrt((xc ** 2).mean(0)), np.sqrt((yc ** 2).mean(0))
@@ -208,7 +212,7 @@ def bif(a, b=None, mode: str = "covariance") -> np.ndarray:
         corr = cov / np.outer(sx, sy)
     corr[~np.isfinite(corr)] = np.nan
     if b is None:
-        np.fill_diagonal(corr, np.where(sx > 0, 1.0, np.nan))
+        np.fill_diagonal(corr, np.where((sx > 0) & col_x, 1.0, np.nan))
     return np.clip(corr, -1.0, 1.0)
 
 
