@@ -48,15 +48,15 @@ run.save_table(exp.summary_table(tables, p.n2_values), "summary")
 """),
 ("md", "The switch ratio against n2, one panel per layer: pooled over graph pairs with its 95% interval, each graph pair's mean as a thin line, and the same ratio with node identities permuted (its null, near 1). The diamond marks where the pooled ratio reaches 1, with its interval."),
 ("code", """
-run.save_figure(figures.ratio_figure(tables, p.n2_values), "ratio")
+run.save_figure(figures.ratio_figure(tables, p.n2_values, window=p.window), "ratio")
 """),
 ("md", "Which side moves: the distance of H1-only, H2-only and shared same-cluster pairs, each over the distance of unrelated pairs (different clusters under both), pooled over graph pairs."),
 ("code", """
 run.save_figure(figures.pair_classes_figure(tables["pooled"], p.n2_values), "pair_classes")
 """),
-("md", "The crossing n2 by layer, pooled and per graph pair, with 95% intervals."),
+("md", "The crossing n2 by layer, pooled and per graph pair, with 95% intervals. Below the dashed line (n2 < window) the window still holds words from before the switch, so even a representation that switched at once would show a ratio between its G1 and G2 values there."),
 ("code", """
-run.save_figure(figures.crossing_figure(tables, p.n2_values), "crossing")
+run.save_figure(figures.crossing_figure(tables, p.n2_values, window=p.window), "crossing")
 """),
 ("md", "Write `results.json` (strict JSON) and the PNG copies of the figures, and release the results directory."),
 ("code", """

@@ -47,7 +47,7 @@ def _finite(value) -> bool:
     return value is not None and np.isfinite(float(value))
 
 
-def ratio_figure(tables: dict, n2_values, layers_keys=None) -> go.Figure:
+def ratio_figure(tables: dict, n2_values, layers_keys=None, window: int | None = None) -> go.Figure:
     """One panel per layer: the pooled switch ratio with its 95% CI, its node-permuted null (dashed), each graph
     pair's mean ratio (thin lines), the line ratio = 1 and the crossing n2 with its CI (a marker on that line)."""
     pooled = tables["pooled"]
@@ -83,7 +83,8 @@ def ratio_figure(tables: dict, n2_values, layers_keys=None) -> go.Figure:
         fig.update_yaxes(title_text="ratio d(H1 pairs) / d(H2 pairs)", row=row, col=1)
         _x_axis(fig, n2_values, row, 1)
     fig.update_xaxes(title_text=X_TITLE, row=len(keys), col=1)
-    return layout(fig, "Switch ratio after n2 words on G2 (mean with 95% bootstrap CI over contexts)",
+    over = f"<br><sup>node means over the last {window} words before each end point</sup>" if window else ""
+    return layout(fig, f"Switch ratio after n2 words on G2 (mean, 95% bootstrap CI over contexts){over}",
                   height=230 * len(keys) + 190, legend_below=True)
 
 
@@ -106,16 +107,17 @@ def pair_classes_figure(table: dict, n2_values, layers_keys=None) -> go.Figure:
                   height=230 * len(keys) + 190, legend_below=True)
 
 
-def crossing_figure(tables: dict, n2_values) -> go.Figure:
+def crossing_figure(tables: dict, n2_values, window: int | None = None) -> go.Figure:
     """The crossing n2 per layer with its 95% CI: pooled over graph pairs (diamonds) and per graph pair (small
-    points, spread sideways). Layers whose ratio does not start below 1 or never reaches it have no point; an open
-    upper end is drawn to the largest n2."""
+    points, spread to the right). Layers whose ratio does not start below 1 or never reaches it have no point; an
+    open upper end is drawn to the largest n2. A dashed line marks the window: below it, the window still holds
+    words from before the switch."""
     fig = go.Figure()
     largest = float(max(n2_values))
     pairs = [name for name in tables if name.startswith("graph_pair_")]
     keys = list(tables["pooled"]["crossing"])
-    offsets = np.linspace(-0.3, 0.3, len(pairs)) if len(pairs) > 1 else np.zeros(len(pairs))
-    for name, offset in [("pooled", 0.0)] + list(zip(pairs, offsets)):
+    offsets = np.linspace(0.0, 0.35, len(pairs)) if len(pairs) > 1 else np.zeros(len(pairs))
+    for name, offset in [("pooled", -0.15)] + list(zip(pairs, offsets)):
         xs, ys, up, down, text = [], [], [], [], []
         for position, key in enumerate(keys):
             cross = tables[name]["crossing"][key]
@@ -137,6 +139,9 @@ def crossing_figure(tables: dict, n2_values) -> go.Figure:
             error_y=dict(type="data", symmetric=False, array=up, arrayminus=down, thickness=2 if pooled else 1,
                          color=color, width=4 if pooled else 2),
             hovertext=text, hoverinfo="text"))
+    if window:
+        fig.add_hline(y=window, line=dict(color="#999", width=1, dash="dash"),
+                      annotation_text=f"window: {window} words", annotation_position="top left")
     fig.update_xaxes(title_text="layer (decoder block)", tickvals=list(range(len(keys))),
                      ticktext=[k.removeprefix("layer_") for k in keys], range=[-0.6, len(keys) - 0.4])
     fig.update_yaxes(title_text="crossing n2 (words on G2)", rangemode="tozero")
