@@ -22,13 +22,13 @@ def css_over_n_figure(traj: dict, lengths, positions=(1, 2, 5, 9)) -> go.Figure:
     """Left: CSS of every position (x) at every N (y), against Φ of level 1. Right: CSS of a few positions over N
     with 95% bootstrap CIs."""
     s = traj["level_1"]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.16,
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.2,
                         subplot_titles=["CSS(word at position, Φ level 1)", "selected positions over N"])
     z = s["css"]
     zmax = _zmax(z)
     fig.add_trace(go.Heatmap(z=z, x=np.arange(z.shape[1]), y=[str(n) for n in lengths], colorscale="RdBu",
                              zmid=0, zmin=-zmax, zmax=zmax,
-                             colorbar=dict(title="CSS<br>(nats x Φ)", x=0.46, len=0.9)), row=1, col=1)
+                             colorbar=dict(title="CSS<br>(nats x Φ)", x=0.45, len=0.9)), row=1, col=1)
     for i, pos in enumerate(p for p in positions if p < z.shape[1]):
         band(fig, list(lengths), s["css"][:, pos], s["ci_low"][:, pos], s["ci_high"][:, pos], name=f"position {pos}",
              color=PALETTE[i % len(PALETTE)], row=1, col=2, marker=dict(size=6))
