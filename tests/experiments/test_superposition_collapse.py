@@ -285,7 +285,7 @@ def _agreeing_seed():
     (lambda: ["-p", "context_length", "40000"], "more than the 32768 gemma-3-270m can read"),
 ])
 def test_bad_input_gives_one_line(tmp_path, args, message):
-    rc, lines, proc = _iclnb("run", "superposition_collapse", *SMALL[:2], *args(), "-o", str(tmp_path / "bad"))
+    rc, lines, proc = _iclnb("run", "superposition_collapse", *SMALL[:3], *args(), "-o", str(tmp_path / "bad"))
     assert rc != 0 and lines and message in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
 
