@@ -97,7 +97,7 @@ def step_figure(summary: dict, stats=("collapse", "velocity_spike")) -> go.Figur
                                  color=color, thickness=1.2, width=3)), row=row, col=1)
         fig.add_hline(y=0, line=dict(color="#999", width=1, dash="dot"), row=row, col=1)
         fig.update_yaxes(title_text=STEP_AXES[stat], row=row, col=1)
-    fig.update_xaxes(showgrid=False)
+    fig.update_xaxes(showgrid=False, zeroline=False)
     fig.update_xaxes(tickvals=x0, ticktext=[lk.removeprefix("layer_") for lk in layers], row=len(stats), col=1,
                      title_text="layer (decoder block)")
     return layout(fig, "At the disambiguating step D vs random steps and the control (95% bootstrap CI)",
