@@ -20,15 +20,11 @@ import socket
 import sys
 from pathlib import Path
 
-from iclnb.core.errors import IclnbError
+from iclnb.core.errors import IclnbError, UsageError
 from iclnb.core.paths import notebooks_dir, results_root
 from iclnb.results.run import CONFIG_NAME, RESULTS_NAME, _busy_message, check_resumable, lock_holder
 
 PROG = "iclnb"
-
-
-class UsageError(Exception):
-    """A mistake on the command line: one line on stderr, exit status 2."""
 
 
 # ------------------------------------------------------------------------------------------------- experiments
@@ -112,27 +108,6 @@ def _listing(directory: Path) -> list[str]:
     return files
 
 
-def checked_parameters(exp, pairs) -> tuple[dict, dict]:
-    """``(overrides, values)``: the notebook values of ``-p NAME VALUE`` pairs (converted to each parameter's kind),
-    and every parameter of the experiment checked and normalised as the notebook will record it (defaults
-    included). Raises UsageError."""
-    declaration = exp.params
-    overrides = dict(exp.preset)
-    for name, text in pairs:
-        if name not in declaration:
-            valid = ", ".join(n for n in declaration.names if n != "output_dir")
-            raise UsageError(f"unknown parameter {name!r} for {exp.name}; valid parameters: {valid}")
-        try:
-            overrides[name] = declaration[name].coerce(text)
-        except IclnbError as e:
-            raise UsageError(str(e)) from None
-    try:
-        values = declaration.validate({**declaration.defaults(), **overrides})
-    except IclnbError as e:
-        raise UsageError(str(e)) from None
-    return overrides, dict(values)
-
-
 def _output_dir(out_arg, name: str) -> Path:
     out_dir = (Path(out_arg).expanduser() if out_arg else results_root() / name).resolve()
     if out_dir.is_file():
@@ -161,7 +136,7 @@ def cmd_run(args) -> int:
                 raise UsageError(f"-o {out_arg} and -p output_dir {text} name different directories; give one")
             out_arg = text
     pairs = [(n, t) for n, t in pairs if n != "output_dir"]
-    overrides, values = checked_parameters(exp, pairs)
+    overrides, values = exp.checked_parameters(pairs)
 
     out_dir = _output_dir(out_arg, exp.name)
     holder = lock_holder(out_dir) if out_dir.is_dir() else None

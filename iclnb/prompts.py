@@ -76,6 +76,24 @@ def tokenization_report(tokenizer, words) -> dict:
     return {word: len(word_token_ids(tokenizer, word)) for word in dict.fromkeys(words)}
 
 
+def check_fits(model, words, n_words: int, *, extra_tokens: int = 0, what: str = "context length") -> dict:
+    """Refuse, with one line, a context of ``n_words`` words drawn from ``words`` that may not fit ``model``.
+
+    ``model`` is a loaded Model or a :class:`~iclnb.models.ModelSpec` (anything with ``tokenizer``,
+    ``max_positions`` and ``name``). The bound assumes every word takes as many tokens as the longest of ``words``,
+    plus ``extra_tokens`` (an inserted word, say) and one BOS token. Returns the tokenization report (tokens of every
+    word), which experiments record.
+    """
+    report = tokenization_report(model.tokenizer, words)
+    longest = max(report.values())
+    need = n_words * longest + extra_tokens + 1
+    if need > model.max_positions:
+        most = max((model.max_positions - 1 - extra_tokens) // longest, 0)
+        raise IclnbError(f"{what} {n_words} may need {need} tokens, more than the {model.max_positions} {model.name} "
+                         f"can read; use at most {most}")
+    return report
+
+
 def first_token_ids(tokenizer, words) -> list[int]:
     """First token of each word's leading-space form (for next-token probability mass on graph words)."""
     firsts = [word_token_ids(tokenizer, w)[0] for w in words]

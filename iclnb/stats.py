@@ -2,6 +2,9 @@
 
 * ``bootstrap_ci``: bootstrap confidence intervals (``scipy.stats.bootstrap``) vectorised over all but one axis,
   with NaN samples dropped column by column.
+* ``mean_ci``: the entry every table holds for a mean over contexts, ``{"mean", "ci_low", "ci_high"}``.
+* ``paired_difference``: mean of paired differences with its interval and a sign-flip permutation p-value.
+* ``bootstrap_spearman``: Spearman's rho of paired values with a bootstrap interval over the pairs.
 * ``paired_log_ratio``: the paired-design summary, mean log(a / b) with its interval.
 * ``permutation_pvalue``: a p-value from an observed statistic and its permutation null draws.
 * ``fdr``: Benjamini-Hochberg q-values (``scipy.stats.false_discovery_control``) that let NaN through.
@@ -21,7 +24,8 @@ from scipy import stats as _sps
 from iclnb.core.arrays import as_float_array
 from iclnb.core.errors import IclnbError
 
-__all__ = ["bootstrap_ci", "paired_log_ratio", "permutation_pvalue", "fdr"]
+__all__ = ["bootstrap_ci", "mean_ci", "paired_difference", "bootstrap_spearman", "paired_log_ratio",
+           "permutation_pvalue", "fdr"]
 
 # scipy >= 1.15 takes the generator as `rng`, older releases as `random_state`
 _RNG_KW = "rng" if "rng" in inspect.signature(_sps.bootstrap).parameters else "random_state"
@@ -108,6 +112,58 @@ def bootstrap_ci(
             high[j] = res.confidence_interval.high
     shape = lambda a: _scalar_or_array(a.reshape(out_shape))  # noqa: E731
     return shape(est), shape(low), shape(high)
+
+
+def mean_ci(values, n_boot: int, rng, *, axis: int = 0, statistic=np.mean, count: bool = False) -> dict:
+    """``{"mean", "ci_low", "ci_high"}`` of ``values`` over ``axis`` (contexts): ``statistic`` of the finite values
+    with its 95% percentile bootstrap interval (:func:`bootstrap_ci`; NaN values dropped; fewer than two finite
+    values give a NaN interval). ``count=True`` adds ``"n"``, the number of finite values. Arrays of more than one
+    axis give arrays."""
+    x = as_float_array(values, "values")
+    mean, low, high = bootstrap_ci(x, axis=axis, statistic=statistic, n_resamples=n_boot, rng=rng)
+    out = {"mean": mean, "ci_low": low, "ci_high": high}
+    if count:
+        out["n"] = _scalar_or_array(np.isfinite(x).sum(axis=axis))
+    return out
+
+
+def paired_difference(differences, n_boot: int, rng_ci, rng_perm, n_perm: int) -> dict:
+    """The paired design's summary of per-context differences d_i = a_i − b_i: mean with its bootstrap interval
+    (:func:`mean_ci`) and a two-sided sign-flip permutation p-value (each d_i's sign flipped at random, ``n_perm``
+    draws, :func:`permutation_pvalue`). NaN differences are dropped; none left gives NaN everywhere."""
+    d = as_float_array(differences, "differences").ravel()
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan}
+    out = mean_ci(d, n_boot, rng_ci)
+    flips = rng_perm.choice([-1.0, 1.0], size=(n_perm, d.size))
+    out["p_value"] = float(permutation_pvalue(d.mean(), (flips * d).mean(axis=1)))
+    return out
+
+
+def bootstrap_spearman(x, y, n_boot: int, rng, confidence: float = 0.95) -> dict:
+    """Spearman's rho of paired values ``x``, ``y`` (pairs with a NaN dropped) with its percentile bootstrap
+    interval over pairs, scipy's p-value and ``n``; NaN everywhere for fewer than 3 pairs."""
+    x, y = as_float_array(x, "x").ravel(), as_float_array(y, "y").ravel()
+    if x.shape != y.shape:
+        raise IclnbError(f"x and y must be paired (the same size), got {x.size} and {y.size} values")
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 3:
+        return {"rho": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"),
+                "n": int(x.size)}
+    gen = _generator(rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a resample of constant values has no rho (NaN, dropped below)
+        res = _sps.spearmanr(x, y)
+        boots = []
+        for _ in range(int(n_boot)):
+            idx = gen.integers(0, x.size, x.size)
+            boots.append(_sps.spearmanr(x[idx], y[idx]).statistic)
+    boots = np.asarray(boots, dtype=float)
+    tail = round((1 - _check_confidence(confidence)) / 2, 12)  # 0.95 -> exactly 0.025
+    return {"rho": float(res.statistic), "ci_low": float(np.nanquantile(boots, tail)),
+            "ci_high": float(np.nanquantile(boots, 1 - tail)), "p_value": float(res.pvalue), "n": int(x.size)}
 
 
 def paired_log_ratio(a, b, *, axis: int = 0, rng=None, confidence: float = 0.95, n_resamples: int = 2000,

@@ -374,19 +374,40 @@ def test_a_checkpoint_made_with_other_parameters_is_never_reused(tmp_path):
 
 
 def test_the_log_parameter_logs_the_finished_run_and_never_blocks_a_resume(tmp_path, monkeypatch):
-    import iclnb.ops.tracking as tracking
+    import subprocess
 
-    calls = []
-    monkeypatch.setattr(tracking, "on_finish", lambda directory, project: calls.append((Path(directory), project)))
+    from iclnb.experiments import log_when_finished
+
+    calls, real_run = [], subprocess.run
+
+    def fake_run(cmd, **kwargs):
+        if "iclnb" not in cmd:  # provenance asks git
+            return real_run(cmd, **kwargs)
+        calls.append((Path(cmd[cmd.index("log") + 1]), cmd[cmd.index("--project") + 1]))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.delenv("ICLNB_WANDB_PROJECT", raising=False)
     out = tmp_path / "run"
     run = Run.open(out, "demo", {"n": 1, "log": ""})
+    run.on_finish(log_when_finished)
     run.checkpoint("units", every_s=0)["0"] = 1.0
     run.close()
     run = Run.open(out, "demo", {"n": 1, "log": "my-project"})  # logging switched on for the rerun: resumed
+    run.on_finish(log_when_finished)
     assert run.checkpoint("units")["0"] == 1.0
     run.finish({"x": 1.0}, model="none")
-    assert calls == [(out, "my-project")]
+    assert calls == [(out.resolve(), "my-project")]
     run = Run.open(tmp_path / "quiet", "demo", {"n": 1, "log": ""})
+    run.on_finish(log_when_finished)
     run.finish({"x": 1.0}, model="none")
     assert len(calls) == 1
+
+
+def test_update_config_sets_entries_and_refuses_the_runs_own(tmp_path):
+    run = Run.open(tmp_path / "run", "demo", {"n": 1})
+    run.update_config(sgld={"step_size": 1e-4})
+    assert read_json(tmp_path / "run" / "config.json")["sgld"] == {"step_size": 1e-4}
+    with pytest.raises(IclnbError, match="written by the run itself"):
+        run.update_config(params={"n": 2})
+    run.close()

@@ -7,3 +7,8 @@ must say what was wrong and what to do instead.
 
 class IclnbError(Exception):
     """Bad input or an unusable environment, explained in one message for the user."""
+
+
+class UsageError(IclnbError):
+    """A mistake on the command line or in a parameter grid: the command line shows one line on stderr and exits
+    with status 2."""

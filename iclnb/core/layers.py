@@ -65,6 +65,21 @@ def layer_key(layer) -> str:
     return f"layer_{layer}"
 
 
+def parse_layer_key(key: str) -> int | str:
+    """The layer of a results key, the inverse of :func:`layer_key`: ``"layer_17"`` -> 17, ``"layer_embed"`` ->
+    ``"embed"``."""
+    text = str(key)
+    if not text.startswith("layer_"):
+        raise IclnbError(f"'{key}' is not a layer key (layer_<k> or layer_embed)")
+    body = text[len("layer_"):]
+    if body == EMBED:
+        return EMBED
+    try:
+        return int(body)
+    except ValueError:
+        raise IclnbError(f"'{key}' is not a layer key (layer_<k> or layer_embed)") from None
+
+
 def check_layers_spec(value) -> str:
     """Check the spelling of a ``layers`` parameter before any model is loaded (its range is checked later)."""
     text = str(value).strip()

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+#: Names a W&B project that every finished run is logged to (``iclnb run --log`` sets it).
+ENV_PROJECT = "ICLNB_WANDB_PROJECT"
 REPO_ROOT = PACKAGE_ROOT.parent
 
 

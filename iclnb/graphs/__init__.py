@@ -19,7 +19,8 @@ from iclnb.graphs.graph import Graph
 from iclnb.graphs.nested import nested_hierarchy, two_level_hierarchy
 from iclnb.graphs.perturb import block_permute, cluster_runs, full_shuffle, junction_counts, non_edge_steps
 from iclnb.graphs.vocab import GRID_WORDS, NOUNS, SEMANTIC_GROUPS, UNRELATED_GROUPS, WEEKDAYS
-from iclnb.graphs.walks import dual_walk, hypothesis_adjacency, is_anchor, is_bridge, random_walk, walk_words
+from iclnb.graphs.walks import (context_walk, dual_walk, hypothesis_adjacency, is_anchor, is_bridge, random_walk,
+                                walk_words)
 
 __all__ = [
     "GRID_WORDS",
@@ -41,6 +42,7 @@ __all__ = [
     "co_membership_agreement",
     "hypothesis_adjacency",
     "random_walk",
+    "context_walk",
     "dual_walk",
     "is_bridge",
     "is_anchor",

@@ -180,3 +180,13 @@ def is_anchor(graph: Graph, walk, labeling: str = "cluster") -> np.ndarray:
 def walk_words(graph: Graph, walk) -> list[str]:
     """The words of a walk's nodes."""
     return [graph.words[i] for i in _check_walk(graph, walk)]
+
+
+def context_walk(graph: Graph, length: int, seed: int, index, *, bridge_penalty: float = 1.0) -> np.ndarray:
+    """The walk of context ``index`` of a run with ``seed``: a :func:`random_walk` of ``length`` steps from the
+    stream ``("walks", *index)``, so context k is the same in every run, for every model, on resume, and
+    whatever else the run draws. ``index`` is an int or a tuple (``(graph_pair, context)``)."""
+    from iclnb.core.seeding import stream
+
+    parts = index if isinstance(index, tuple) else (index,)
+    return random_walk(graph, length, stream(seed, "walks", *parts), bridge_penalty=bridge_penalty)

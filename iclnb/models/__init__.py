@@ -12,6 +12,8 @@ from iclnb.models.loading import (
     load_model,
     random_init_model,
 )
+from iclnb.models.spec import ModelSpec, locate_model, model_spec
 
 __all__ = ["Capture", "DEFAULT_MODEL", "EMBEDDED_MODELS", "Model", "adds_bos", "cache_dir", "default_dtype",
-           "layer_hooks", "load_model", "random_init_model"]
+           "layer_hooks", "load_model", "locate_model", "model_spec", "ModelSpec",
+           "random_init_model"]

@@ -37,6 +37,7 @@ import torch
 from iclnb.models.hooks import CaptureMixin
 from iclnb.core.errors import IclnbError
 from iclnb.core.layers import default_layers, layer_index, resolve_layers
+from iclnb.models.spec import locate_model, max_positions_of, text_config, unknown_model_message
 
 
 @dataclass(frozen=True)
@@ -294,16 +295,7 @@ def _parse_dtype(dtype) -> torch.dtype | None:
     return names[str(dtype)]
 
 
-def _unknown_model_message(name: str, reason: str) -> str:
-    embedded = ", ".join(EMBEDDED_MODELS)
-    return (
-        f"cannot load model '{name}': it is not an embedded model ({embedded}), not a local directory, and "
-        f"transformers could not fetch it ({reason}). Use an embedded name, or pass the path of a local directory "
-        "holding config.json, safetensors weights and the tokenizer."
-    )
-
-
-def _hub_cached(name: str) -> bool:
+def hub_cached(name: str) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -312,7 +304,7 @@ def _hub_cached(name: str) -> bool:
         return False
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face Hub answers at all (one quick TCP connect, not the library's minute of retries)."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
@@ -354,18 +346,10 @@ def load_model(
         path, cached = _embedded_cache(name)
         source.update(cached)
         location, local_only = str(path), True
-    elif Path(name).expanduser().is_dir():
-        location, local_only = str(Path(name).expanduser()), True
-        source["path"] = location
-        if not (Path(location) / "config.json").is_file():
-            raise IclnbError(f"model directory '{name}' holds no config.json; a model directory holds config.json, "
-                             f"the tokenizer files and safetensors weights (what save_pretrained writes)")
-    elif Path(name).expanduser().exists():
-        raise IclnbError(f"model path '{name}' is a file; pass a directory holding config.json and safetensors weights")
     else:
-        location, local_only = name, _hub_cached(name) and not _hub_reachable()
-        if not local_only and not _hub_reachable():
-            raise IclnbError(_unknown_model_message(name, "no network connection to the Hugging Face Hub and no cached copy"))
+        location, local_only = locate_model(name)
+        if Path(location).is_dir():
+            source["path"] = location
     kwargs = dict(dtype=torch_dtype if torch_dtype is not None else "auto", trust_remote_code=trust_remote_code,
                   local_files_only=local_only)
     if device_map is not None:
@@ -398,7 +382,7 @@ def load_model(
                     f"the cached copy of {name} is unreadable ({str(exc).splitlines()[0]}); delete "
                     f"{cache_dir() / 'models' / name} and load again"
                 ) from None
-            raise IclnbError(_unknown_model_message(name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
+            raise IclnbError(unknown_model_message(name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
     if device_map is None:
         hf.to(device)
     hf.eval()
@@ -442,7 +426,7 @@ def random_init_model(shapes: str = "llama-3-8b", dtype=None, device: str | None
 
 def _find_blocks(hf) -> torch.nn.ModuleList:
     """The decoder blocks: the ModuleList whose length is the configured number of layers."""
-    config = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
+    config = text_config(hf.config)
     n = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
     for _, module in hf.base_model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n:
@@ -462,13 +446,11 @@ class Model(CaptureMixin):
         self.tokenizer = tokenizer
         self.name = name
         self.source = source or {}
-        self.config = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
+        self.config = text_config(hf.config)
         self.blocks = _find_blocks(hf)
         self.n_layers = len(self.blocks)
         self.d_model = getattr(self.config, "hidden_size", None) or getattr(self.config, "n_embd")
-        self.max_positions = (
-            getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None) or 10**9
-        )
+        self.max_positions = max_positions_of(self.config)
 
     def __repr__(self) -> str:
         return (f"Model({self.name!r}, {type(self.hf).__name__}, n_layers={self.n_layers}, d_model={self.d_model}, "

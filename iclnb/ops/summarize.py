@@ -170,7 +170,7 @@ def _table(headers, rows) -> list[str]:
 
 
 def _setup_lines(r) -> list[str]:
-    from iclnb.experiments.ops.compare_experiments import setting
+    from iclnb.results.reader import setting
 
     prov = r.config.get("provenance") or {}
     model = r.config.get("model") or {}

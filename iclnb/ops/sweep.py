@@ -125,7 +125,7 @@ def run_name(params: dict[str, str], varied) -> str:
 def expand(exp, grid: dict[str, list[str]]) -> list[dict]:
     """Every combination of the grid as ``{"name", "params"}`` (params: name -> value text), each checked against
     the experiment's declaration (raises IclnbError naming the run and the parameter)."""
-    from iclnb.cli import UsageError, checked_parameters
+    from iclnb.core.errors import UsageError
 
     names = list(grid)
     varied = [n for n in names if len(grid[n]) > 1]
@@ -133,7 +133,7 @@ def expand(exp, grid: dict[str, list[str]]) -> list[dict]:
     for combo in itertools.product(*(grid[n] for n in names)):
         params = dict(zip(names, combo))
         try:
-            checked_parameters(exp, list(params.items()))
+            exp.checked_parameters(list(params.items()))
         except UsageError as e:
             where = ", ".join(f"{k}={v}" for k, v in params.items() if k in varied)
             raise IclnbError(f"{e}" + (f" (in the run {where})" if where else "")) from None

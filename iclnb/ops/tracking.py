@@ -15,16 +15,14 @@ into ``$WANDB_DIR/wandb/offline-run-*`` (``WANDB_DIR`` defaults to the working d
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from iclnb.core.errors import IclnbError
+from iclnb.core.paths import ENV_PROJECT
 
-__all__ = ["ENV_PROJECT", "log_run", "scalar_rows", "plain_scalars", "on_finish"]
+__all__ = ["ENV_PROJECT", "log_run", "scalar_rows", "plain_scalars"]
 
 #: Set to a W&B project name, every run logs itself there when it finishes.
-ENV_PROJECT = "ICLNB_WANDB_PROJECT"
 DEFAULT_PROJECT = "iclnb"
 #: Rows of a CSV table logged at most (W&B tables are meant for browsing, the CSV stays the record).
 MAX_TABLE_ROWS = 50_000
@@ -131,18 +129,3 @@ def log_run(directory, project: str | None = None, quiet: bool = False) -> Path:
     finally:
         run.finish()
     return where
-
-
-def on_finish(directory, project: str) -> None:
-    """Called by :meth:`iclnb.results.run.Run.finish` when the run's ``log`` parameter (or ``ICLNB_WANDB_PROJECT``)
-    names a project: log the finished run in a separate process (so W&B never runs inside a notebook's kernel). A
-    failure to log is reported and does not fail the run, whose results are already written."""
-    proc = subprocess.run([sys.executable, "-m", "iclnb", "log", str(directory), "--project", project],
-                          capture_output=True, text=True)
-    if proc.stdout.strip():
-        print(proc.stdout.strip(), flush=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        print(f"warning: logging {directory} to W&B project {project} failed: {last} "
-              f"(the run's results are written; retry with `iclnb log {directory} --project {project}`)",
-              file=sys.stderr, flush=True)

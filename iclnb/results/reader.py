@@ -131,3 +131,58 @@ def load(directory, experiment: str | tuple[str, ...] | None = None, default: st
     if wanted and result.experiment not in wanted:
         raise IclnbError(f"{path} holds a {result.experiment} run; this needs the results of {' or '.join(wanted)}")
     return result
+
+
+def _graph_text(r) -> str:
+    graph = r.results.get("graph")
+    if isinstance(graph, dict) and graph.get("name"):
+        return str(graph["name"])
+    if "graph" in r.params:
+        size = r.params.get("graph_size")
+        return f"{r.params['graph']}" + (f" (size {size})" if size is not None else "")
+    if r.experiment in ("loo", "loo_multilayer"):
+        return "a new graph per context, fixed cluster layout"
+    return ""
+
+
+def _words_text(r) -> str:
+    graph = r.results.get("graph")
+    if isinstance(graph, dict) and graph.get("words"):
+        words = list(graph["words"])
+        return ", ".join(words[:4]) + (f", ... ({len(words)} words)" if len(words) > 4 else "")
+    if r.results.get("conditions"):
+        return "word sets: " + ", ".join(r.results["conditions"])
+    return ""
+
+
+def _source_text(source) -> str | None:
+    """A model's recorded source in one line (hashes shortened to 12 characters)."""
+    if not isinstance(source, dict):
+        return source
+    return ", ".join(f"{k} {str(v)[:12] if 'sha' in k else v}" for k, v in source.items()
+                     if k not in ("requested", "name") and v not in (None, ""))
+
+
+def setting(r) -> dict:
+    """Every parameter of a run and what it ran on, as text: the rows of compare_experiments' parameter table and
+    of ``iclnb summarize``'s set-up section."""
+    prov = r.config.get("provenance") or {}
+    model = r.config.get("model") or {}
+    out = {f"param: {k}": v for k, v in r.params.items() if k != "output_dir"}
+    out.update({
+        "experiment": r.experiment,
+        "model": r.model,
+        "model source": _source_text(model.get("source")),
+        "model blocks": r.n_blocks,
+        "model dtype": model.get("dtype"),
+        "device": model.get("device"),
+        "graph": _graph_text(r),
+        "words": _words_text(r),
+        "layers measured": ", ".join(map(str, r.layers)),
+        "iclnb": (prov.get("packages") or {}).get("iclnb"),
+        "torch": (prov.get("packages") or {}).get("torch"),
+        "transformers": (prov.get("packages") or {}).get("transformers"),
+        "git commit": (prov.get("git_commit") or "")[:12] + (" (dirty)" if prov.get("git_dirty") else ""),
+    })
+    return {k: ("" if v is None else (", ".join(map(str, v)) if isinstance(v, list) else str(v)))
+            for k, v in out.items()}

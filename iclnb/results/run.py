@@ -414,6 +414,7 @@ class Run:
         self._lock = lock
         self._checkpoints: dict[str, Checkpoint] = {}
         self._pending_png: dict[str, Any] = {}
+        self._on_finish: list = []
         atexit.register(self.close)
 
     @property
@@ -467,6 +468,22 @@ class Run:
     # -- config
     def _write_config(self):
         write_json(self.dir / CONFIG_NAME, self.config)
+
+    def update_config(self, **entries) -> dict:
+        """Set top-level entries of config.json (``run.update_config(sgld={...})``) and rewrite it; returns the
+        config. ``params``, ``experiment``, ``provenance`` and ``model`` belong to the run and are refused."""
+        reserved = sorted(set(entries) & {"params", "experiment", "provenance", "model"})
+        if reserved:
+            raise IclnbError(f"config entries {reserved} are written by the run itself; use record_model for the "
+                             f"model's")
+        self.config.update(to_jsonable(dict(entries), "config"))
+        self._write_config()
+        return self.config
+
+    def on_finish(self, callback) -> None:
+        """Call ``callback(directory, params)`` after :meth:`finish` has written results.json and released the lock
+        (experiment tracking registers itself here, so results never imports the layers above it)."""
+        self._on_finish.append(callback)
 
     def record_model(self, info: dict) -> None:
         """Merge ``info`` (model id, file hash, tokenizer, BOS, layer convention, device, dtype, ...) into
@@ -533,8 +550,8 @@ class Run:
     def finish(self, results: dict, model: str | None = None) -> Path:
         """Write results.json ``{"model", "timestamp", "config", "results"}``, the figures' PNG copies, mark
         config.json finished and release the lock. ``model`` defaults to the recorded model's name. Returns the path
-        of results.json. With a ``log`` parameter (or ``ICLNB_WANDB_PROJECT``) naming a W&B project, the finished run
-        is then logged to it."""
+        of results.json, then calls the callbacks registered with :meth:`on_finish` (W&B logging, when a ``log``
+        parameter or ``ICLNB_WANDB_PROJECT`` names a project)."""
         if model is None:
             model = (self.config.get("model") or {}).get("name")
         doc = {"model": model, "timestamp": _now(), "config": self.params, "results": results}
@@ -543,10 +560,8 @@ class Run:
         self.config["provenance"]["finished"] = doc["timestamp"]
         self._write_config()
         self.close()
-        project = self.params.get("log") or os.environ.get("ICLNB_WANDB_PROJECT")
-        if project:  # log the finished run to W&B (iclnb.ops.tracking)
-            from iclnb.ops.tracking import on_finish
-            on_finish(self.dir, project)
+        for callback in self._on_finish:
+            callback(self.dir, self.params)
         return path
 
     def close(self) -> None:

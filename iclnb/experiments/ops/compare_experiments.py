@@ -19,6 +19,7 @@ import numpy as np
 from iclnb.core.errors import IclnbError
 from iclnb.experiments.params import LOG, N_BOOT, OUTPUT_DIR, SEED, Choice, Str, declare
 from iclnb.ops.tidy import supported, tidy
+from iclnb.results.reader import setting
 
 __all__ = ["PARAMS", "load_runs", "overview", "parameter_table", "differing", "tidy_table", "metrics_to_show",
            "curves_over_n", "curves_over_layers", "relative_to_first_n", "change_table"]
@@ -101,28 +102,6 @@ def _n_values(table) -> str:
     return ", ".join(f"{v:g}" for v in values)
 
 
-def _graph(r) -> str:
-    graph = r.results.get("graph")
-    if isinstance(graph, dict) and graph.get("name"):
-        return str(graph["name"])
-    if "graph" in r.params:
-        size = r.params.get("graph_size")
-        return f"{r.params['graph']}" + (f" (size {size})" if size is not None else "")
-    if r.experiment in ("loo", "loo_multilayer"):
-        return "a new graph per context, fixed cluster layout"
-    return ""
-
-
-def _words(r) -> str:
-    graph = r.results.get("graph")
-    if isinstance(graph, dict) and graph.get("words"):
-        words = list(graph["words"])
-        return ", ".join(words[:4]) + (f", ... ({len(words)} words)" if len(words) > 4 else "")
-    if r.results.get("conditions"):
-        return "word sets: " + ", ".join(r.results["conditions"])
-    return ""
-
-
 def overview(runs, names):
     """One row per run: what ran, on which model, with how many contexts, at which layers and N."""
     import pandas as pd
@@ -137,38 +116,6 @@ def overview(runs, names):
                      "tidy rows": len(t) if supported(r) else "no extractor", "finished": prov.get("finished"),
                      "directory": str(r.dir)})
     return pd.DataFrame(rows)
-
-
-def _source(source) -> str | None:
-    """A model's recorded source in one line (hashes shortened to 12 characters)."""
-    if not isinstance(source, dict):
-        return source
-    return ", ".join(f"{k} {str(v)[:12] if 'sha' in k else v}" for k, v in source.items()
-                     if k not in ("requested", "name") and v not in (None, ""))
-
-
-def setting(r) -> dict:
-    """Every parameter of a run and what it ran on, as text (one row each in :func:`parameter_table`)."""
-    prov = r.config.get("provenance") or {}
-    model = r.config.get("model") or {}
-    out = {f"param: {k}": v for k, v in r.params.items() if k != "output_dir"}
-    out.update({
-        "experiment": r.experiment,
-        "model": r.model,
-        "model source": _source(model.get("source")),
-        "model blocks": r.n_blocks,
-        "model dtype": model.get("dtype"),
-        "device": model.get("device"),
-        "graph": _graph(r),
-        "words": _words(r),
-        "layers measured": ", ".join(map(str, r.layers)),
-        "iclnb": (prov.get("packages") or {}).get("iclnb"),
-        "torch": (prov.get("packages") or {}).get("torch"),
-        "transformers": (prov.get("packages") or {}).get("transformers"),
-        "git commit": (prov.get("git_commit") or "")[:12] + (" (dirty)" if prov.get("git_dirty") else ""),
-    })
-    return {k: ("" if v is None else (", ".join(map(str, v)) if isinstance(v, list) else str(v)))
-            for k, v in out.items()}
 
 
 def parameter_table(runs, names):

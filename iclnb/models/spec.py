@@ -1,0 +1,116 @@
+"""What a model is, without its weights: where transformers finds it, its tokenizer and its config.
+
+Everything an experiment checks before any work (the model can be found, its tokenizer reads the graph's words, the
+longest context fits, the layers exist) needs only this, so a bad input is refused in seconds rather than after a
+minute of loading weights. A loaded :class:`~iclnb.models.Model` answers to the same attributes (``name``,
+``tokenizer``, ``n_layers``, ``max_positions``, ``resolve_layers``, ``layer_index``), so a check written against a
+:class:`ModelSpec` works on either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from iclnb.core.errors import IclnbError
+from iclnb.core.layers import default_layers, layer_index, resolve_layers
+
+__all__ = ["ModelSpec", "locate_model", "model_spec", "unknown_model_message"]
+
+
+def unknown_model_message(name: str, reason: str) -> str:
+    """The one line for a model name that cannot be found: what it is not, why, and what to pass instead."""
+    from iclnb.models.loading import EMBEDDED_MODELS
+
+    embedded = ", ".join(EMBEDDED_MODELS)
+    return (
+        f"cannot load model '{name}': it is not an embedded model ({embedded}), not a local directory, and "
+        f"transformers could not fetch it ({reason}). Use an embedded name, or pass the path of a local directory "
+        "holding config.json, safetensors weights and the tokenizer."
+    )
+
+
+def locate_model(name: str) -> tuple[str, bool]:
+    """Where transformers finds ``name`` and whether it must stay offline: ``(location, local_files_only)``.
+
+    An embedded name resolves to its checked cache (made on first use), a directory to itself (it must hold
+    config.json), anything else to a Hugging Face id, which needs the Hub or a cached copy. One IclnbError line for a
+    name that cannot be found.
+    """
+    from iclnb.models.loading import EMBEDDED_MODELS, embedded_model_dir, hub_cached, hub_reachable
+
+    if name in EMBEDDED_MODELS:
+        return str(embedded_model_dir(name)), True
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise IclnbError(f"model directory '{name}' holds no config.json; a model directory holds config.json, "
+                             f"the tokenizer files and safetensors weights (what save_pretrained writes)")
+        return str(path), True
+    if path.exists():
+        raise IclnbError(f"model path '{name}' is a file; pass a directory holding config.json and safetensors weights")
+    reachable = hub_reachable()
+    if not reachable and not hub_cached(name):
+        raise IclnbError(unknown_model_message(name, "no network connection to the Hugging Face Hub and no cached "
+                                                     "copy"))
+    return name, not reachable
+
+
+def text_config(config):
+    """The decoder's config (a multimodal config keeps it under ``text_config``)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def n_layers_of(config) -> int:
+    return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer"))
+
+
+def max_positions_of(config) -> int:
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's name, tokenizer and config, read without its weights."""
+
+    name: str
+    location: str
+    local_only: bool
+    tokenizer: object
+    config: object
+
+    @property
+    def n_layers(self) -> int:
+        return n_layers_of(self.config)
+
+    @property
+    def max_positions(self) -> int:
+        return max_positions_of(self.config)
+
+    def layer_index(self, layer) -> int | str:
+        return layer_index(layer, self.n_layers, self.name)
+
+    def resolve_layers(self, layers) -> list:
+        return resolve_layers(layers, self.n_layers, self.name)
+
+    def default_layers(self) -> list[int]:
+        return default_layers(self.n_layers)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name`` (an embedded name, a local directory or a Hugging Face id): its tokenizer
+    and config, no weights. One IclnbError line for a name that cannot be found or read."""
+    import warnings
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    location, local_only = locate_model(name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only)
+            config = AutoConfig.from_pretrained(location, local_files_only=local_only)
+    except (OSError, ValueError) as exc:
+        raise IclnbError(unknown_model_message(name, str(exc).splitlines()[0] if str(exc) else
+                                               type(exc).__name__)) from None
+    return ModelSpec(name, location, local_only, tokenizer, text_config(config))
