@@ -7,7 +7,7 @@ import pytest
 
 from iclnb.core.errors import IclnbError
 from iclnb.core.seeding import stream
-from iclnb.experiments.superposition import _dual
+from iclnb.experiments.superposition import dual
 from iclnb.experiments.superposition import graph_adherence as exp
 from iclnb.metrics import node_means
 from iclnb.metrics.superposition import (edge_energy_ratio, exclusive_edges, grouped_probe_accuracy,
@@ -107,8 +107,8 @@ def test_window_ends():
 
 def test_window_measures_match_direct_computation():
     p = _params()
-    graph = _dual.make_graph(p)
-    walk = _dual.context_walk(graph, 60, p.seed, "50", 0)
+    graph = dual.make_graph(p)
+    walk = dual.context_walk(graph, 60, p.seed, "50", 0)
     x = np.random.default_rng(2).normal(size=(60, 6))
     valid = np.ones(60, bool)
     valid[0] = False
@@ -129,11 +129,11 @@ def test_window_measures_match_direct_computation():
 def test_ratios_are_above_half_for_representations_that_follow_h1():
     """Node vectors built from H1 (cluster centre + noise): every measure says H1; from H2: every one says H2."""
     p = _params(n_contexts=2)
-    graph = _dual.make_graph(p)
+    graph = dual.make_graph(p)
     rng = np.random.default_rng(3)
     folds = node_folds(graph.n, 5, stream(0, "f"))
     for name in ("H1", "H2"):
-        walk = _dual.context_walk(graph, 120, p.seed, "never", 0)
+        walk = dual.context_walk(graph, 120, p.seed, "never", 0)
         centre = 5.0 * rng.normal(size=(3, 16))
         x = centre[graph.labelings[name][walk]] + rng.normal(size=(120, 16))
         parts = exp.window_measures(x, walk, np.ones(120, bool), graph, [60, 120], 60, 4, folds, 1.0)

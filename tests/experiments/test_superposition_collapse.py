@@ -11,7 +11,7 @@ import pytest
 from iclnb import graphs
 from iclnb.core.errors import IclnbError
 from iclnb.core.seeding import stream
-from iclnb.experiments.superposition import _dual
+from iclnb.experiments.superposition import dual
 from iclnb.experiments.superposition import superposition_collapse as exp
 from iclnb.metrics.superposition import (hypothesis_distances, residual_norm, superposition_score, velocity,
                                          window_change)
@@ -142,9 +142,9 @@ def test_step_statistics_by_hand():
 
 
 def test_null_steps_are_common_edges_away_from_d():
-    graph = _dual.make_graph(_params())
+    graph = dual.make_graph(_params())
     common = (graph.adjacency > 0) & (graph.extra["G2_adjacency"] > 0)
-    walk = _dual.context_walk(graph, 100, 3, "50", 0)
+    walk = dual.context_walk(graph, 100, 3, "50", 0)
     for seed in range(5):
         steps = exp.null_steps(graph, walk, 50, 10, 8, stream(seed, "x"))
         assert len(steps) == 8 and len(set(steps)) == 8
@@ -167,30 +167,30 @@ def test_decoded_correct_by_hand():
 
 def test_conditions_share_each_contexts_walk_up_to_d():
     p = _params(context_length=40)
-    graph = _dual.make_graph(p)
+    graph = dual.make_graph(p)
     g1, g2 = graph.adjacency > 0, graph.extra["G2_adjacency"] > 0
     for k in range(4):
-        h = _dual.true_hypothesis(k)
+        h = dual.true_hypothesis(k)
         chosen, other = (g1, g2) if h == "H1" else (g2, g1)
-        never = _dual.context_walk(graph, 40, p.seed, "never", k)
+        never = dual.context_walk(graph, 40, p.seed, "never", k)
         assert all(g1[a, b] and g2[a, b] for a, b in zip(never[:-1], never[1:]))
         for c in ("25", "50", "75"):
-            d = _dual.disambiguate_at(c, 40)
-            walk = _dual.context_walk(graph, 40, p.seed, c, k)
+            d = dual.disambiguate_at(c, 40)
+            walk = dual.context_walk(graph, 40, p.seed, c, k)
             np.testing.assert_array_equal(walk[:d], never[:d])
             assert chosen[walk[d - 1], walk[d]] and not other[walk[d - 1], walk[d]]
             assert all(chosen[a, b] for a, b in zip(walk[d:-1], walk[d + 1:]))
-    assert [_dual.true_hypothesis(k) for k in range(4)] == ["H1", "H2", "H1", "H2"]
+    assert [dual.true_hypothesis(k) for k in range(4)] == ["H1", "H2", "H1", "H2"]
 
 
 def test_a_dual_graph_whose_clusterings_agree_is_refused():
-    graph = _dual.make_graph(_params())
+    graph = dual.make_graph(_params())
     same = dataclasses.replace(graph, labelings={"H1": graph.labelings["H1"],
                                                  "H2": (graph.labelings["H1"] + 1) % 3})
     with pytest.raises(IclnbError, match="same partition") as info:
-        _dual.check_graph(same)
+        dual.check_graph(same)
     assert "\n" not in str(info.value)
-    _dual.check_graph(graph)  # the run's own graph passes
+    dual.check_graph(graph)  # the run's own graph passes
 
 
 class _Model:
@@ -215,19 +215,19 @@ def test_check_refuses_a_d_without_room_for_the_collapse_windows():
 def test_summarise_on_hand_made_contexts():
     """Two contexts per condition whose margins jump at D by a known amount; the control stays flat."""
     p = _params(n_contexts=2, context_length=20, disambiguation_percent="50", collapse_window=3, null_steps=2)
-    graph = _dual.make_graph(p)
+    graph = dual.make_graph(p)
     T = 20
     data = {}
     for c in ("50", "never"):
         items = []
         for k in range(2):
-            h = _dual.true_hypothesis(k)
+            h = dual.true_hypothesis(k)
             jump = 3.0 if c == "50" else 0.0
             margin = np.where(np.arange(T) >= 10, jump, 0.0)
             d_true = np.full(T, 10.0)
             d1, d2 = (d_true, d_true + margin) if h == "H1" else (d_true + margin, d_true)
             items.append(_item(d1, d2, np.full(T, 6.0), np.ones(T), 2.0,
-                               walk=_dual.context_walk(graph, T, p.seed, c, k)))
+                               walk=dual.context_walk(graph, T, p.seed, c, k)))
         data[c] = items
     out = exp.summarise(data, graph, p, [0])
     e = out["condition_50"]["layer_0"]
@@ -272,7 +272,7 @@ def _agreeing_seed():
     """A seed whose dual graph (2 clusters of 2 words, any agreement allowed) has H2 = H1 as partitions."""
     for seed in range(200):
         p = _params(seed=seed, n_clusters=2, cluster_size=2, max_agreement=1.0)
-        g = _dual.make_graph(p)
+        g = dual.make_graph(p)
         if graphs.co_membership_agreement(g.labelings["H1"], g.labelings["H2"]) == 1.0:
             return seed
     raise AssertionError("no seed gives agreeing clusterings")

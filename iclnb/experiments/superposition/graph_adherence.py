@@ -26,17 +26,17 @@ import warnings
 import numpy as np
 
 from iclnb.core.errors import IclnbError
-from iclnb.core.layers import layer_key
+from iclnb.core.layers import layer_key, parse_layer_key
 from iclnb.core.seeding import stream
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Float, Int,
                                       IntList, Layers, declare)
-from iclnb.experiments.superposition import _dual
-from iclnb.experiments.superposition._dual import NEVER, conditions, disambiguate_at, true_hypothesis
-from iclnb.experiments.superposition.superposition_collapse import _ci, _paired
+from iclnb.experiments.superposition import dual
+from iclnb.experiments.superposition.dual import NEVER, conditions, disambiguate_at, true_hypothesis
 from iclnb.metrics.structure import node_means_prefix
 from iclnb.metrics.superposition import (edge_energy_ratio, grouped_probe_accuracy, knn_consistency, node_folds,
                                          oriented_ratio, separation_ratio)
 from iclnb.results.io import nan_array
+from iclnb.stats import mean_ci, paired_difference
 
 PARAMS = declare(
     MODEL,
@@ -53,7 +53,7 @@ PARAMS = declare(
     Int("probe_folds", 5, "folds of nodes for the linear probe (a node is never in train and test)", min=2),
     Float("probe_ridge", 1.0, "ridge penalty of the probe, relative to the mean squared norm of its training rows",
           min=1e-6, max=1e6),
-    *_dual.GRAPH_PARAMS,
+    *dual.GRAPH_PARAMS,
     N_BOOT,
     N_PERM,
     Int("batch_size", 4, "contexts per forward pass (results do not depend on it)", min=1, max=4096),
@@ -70,7 +70,7 @@ SUMMARY_METRICS = (*METRICS, "mean")
 PARTS = {"energy_ratio": ("energy_g1", "energy_g2"), "separation_ratio": ("separation_h1", "separation_h2"),
          "probe_ratio": ("probe_h1", "probe_h2"), "knn_ratio": ("knn_h1", "knn_h2")}
 
-make_graph = _dual.make_graph
+make_graph = dual.make_graph
 
 
 def window_ends(context_length: int, window: int, stride: int) -> list[int]:
@@ -92,7 +92,7 @@ def check(p, model) -> None:
         raise IclnbError(f"probe_folds {p.probe_folds} exceeds the {n} words of the graph; use at most {n}")
     if p.knn_k >= n:
         raise IclnbError(f"knn_k {p.knn_k} leaves no node outside the neighbours among {n} words; use at most {n - 1}")
-    _dual.check_fit(p, model, make_graph(p))
+    dual.check_fit(p, model, make_graph(p))
 
 
 def window_measures(x, walk, valid, graph, ends, window: int, knn_k: int, folds, ridge: float) -> dict:
@@ -132,8 +132,9 @@ def context_measures(state, walk, graph, layers, p, index: int) -> dict:
 
 def collect_contexts(run, model, graph, p) -> dict:
     """Every (condition, context) once, checkpointed: ``{condition: [item, ...]}``."""
-    measure = lambda state, walk, c, k, layers: context_measures(state, walk, graph, layers, p, k)  # noqa: E731
-    return _dual.collect(run, model, graph, p, measure)
+    layers = model.resolve_layers(p.layers)
+    return dual.collect(run, model, graph, p, layers,
+                        lambda unit, walk, state: context_measures(state, walk, graph, layers, p, unit[1]))
 
 
 def ratios(items: list, layer) -> dict:
@@ -166,8 +167,6 @@ def summarise(data: dict, p, layers) -> dict:
     (``H2_true``); ``before`` and ``after`` D (per-context means over the windows entirely before D / with at least half
     their positions from D on; for the control, split at the middle of the context) and ``after_vs_never`` (paired difference from the control's same
     windows, with a sign-flip p-value); and the probe's raw accuracies toward the truth (chance 1 / n_clusters)."""
-    from iclnb.stats import bootstrap_ci
-
     truth = np.array([true_hypothesis(k) for k in range(p.n_contexts)])
     is_h1 = truth == "H1"
     ends = np.array(window_ends(p.context_length, p.window, p.stride))
@@ -186,15 +185,13 @@ def summarise(data: dict, p, layers) -> dict:
                 m = {}
                 for name, values in (("toward_truth", toward), ("H1_true", r[metric][is_h1]),
                                      ("H2_true", r[metric][~is_h1])):
-                    mean, low, high = bootstrap_ci(values, n_resamples=p.n_boot, rng=rng(metric, name))
-                    m[name] = {"mean": np.atleast_1d(mean), "ci_low": np.atleast_1d(low),
-                               "ci_high": np.atleast_1d(high)}
-                m["before"] = _ci(_windows_mean(toward, before), rng(metric, "before"), p.n_boot)
-                m["after"] = _ci(_windows_mean(toward, after), rng(metric, "after"), p.n_boot)
+                    m[name] = mean_ci(values, p.n_boot, rng(metric, name))
+                m["before"] = mean_ci(_windows_mean(toward, before), p.n_boot, rng(metric, "before"))
+                m["after"] = mean_ci(_windows_mean(toward, after), p.n_boot, rng(metric, "after"))
                 if c != NEVER:
                     diff = _windows_mean(toward, after) - _windows_mean(never[metric], after)
-                    m["after_vs_never"] = _paired(diff, rng(metric, "vs_never"), rng(metric, "vs_never_p"), p.n_boot,
-                                                  p.n_perm)
+                    m["after_vs_never"] = paired_difference(diff, p.n_boot, rng(metric, "vs_never"),
+                                                            rng(metric, "vs_never_p"), p.n_perm)
                 entry["metrics"][metric] = m
             per = [item["layers"][str(layer)] for item in data[c]]
             probe = {h: nan_array([q[f"probe_{h.lower()}"] for q in per]) for h in ("H1", "H2")}
@@ -202,9 +199,7 @@ def summarise(data: dict, p, layers) -> dict:
             false_acc = np.where(is_h1[:, None], probe["H2"], probe["H1"])
             entry["probe_accuracy"] = {"chance": 1.0 / p.n_clusters}
             for name, values in (("true", true_acc), ("false", false_acc)):
-                mean, low, high = bootstrap_ci(values, n_resamples=p.n_boot, rng=rng("probe", name))
-                entry["probe_accuracy"][name] = {"mean": np.atleast_1d(mean), "ci_low": np.atleast_1d(low),
-                                                 "ci_high": np.atleast_1d(high)}
+                entry["probe_accuracy"][name] = mean_ci(values, p.n_boot, rng("probe", name))
             out.setdefault(f"condition_{c}", {})[layer_key(layer)] = entry
     return out
 
@@ -230,7 +225,7 @@ def summary_table(summary: dict):
     rows = []
     for ckey, by_layer in summary.items():
         for lkey, e in by_layer.items():
-            row = {"condition": ckey.removeprefix("condition_"), "layer": lkey.removeprefix("layer_"),
+            row = {"condition": ckey.removeprefix("condition_"), "layer": parse_layer_key(lkey),
                    "D": e["disambiguate_at"]}
             for metric in SUMMARY_METRICS:
                 m = e["metrics"][metric]
@@ -255,7 +250,7 @@ def results_document(data: dict, summary: dict, graph, p, model, layers) -> dict
         "window_ends": window_ends(p.context_length, p.window, p.stride),
         "graph": graph.to_dict(),
         "agreement": graphs.co_membership_agreement(graph.labelings["H1"], graph.labelings["H2"]),
-        "common_graph": _dual.common_graph(graph),
+        "common_graph": dual.common_graph(graph),
         "contexts": {c: {"walks": np.array([item["walk"] for item in items]),
                          "true_hypothesis": [true_hypothesis(k) for k in range(len(items))],
                          "parts": {layer_key(layer): {part: nan_array([item["layers"][str(layer)][part]
@@ -279,8 +274,7 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
         if not ckey.startswith("condition_") or not isinstance(by_layer, dict):
             continue
         for lkey, e in by_layer.items():
-            body = lkey.removeprefix("layer_")
-            layer = int(body) if body.lstrip("-").isdigit() else body
+            layer = parse_layer_key(lkey)
             for metric, m in e["metrics"].items():
                 ctl = ((never.get(lkey) or {}).get("metrics") or {}).get(metric, {}).get("after", {})
                 a = m["after"]

@@ -25,16 +25,16 @@ import numpy as np
 
 from iclnb import graphs
 from iclnb.core.errors import IclnbError
-from iclnb.core.layers import layer_key
+from iclnb.core.layers import layer_key, parse_layer_key
 from iclnb.core.seeding import stream
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Int,
                                       IntList, Layers, declare)
-from iclnb.experiments.superposition import _dual
-from iclnb.experiments.superposition._dual import NEVER, conditions, disambiguate_at, true_hypothesis
+from iclnb.experiments.superposition import dual
+from iclnb.experiments.superposition.dual import NEVER, conditions, disambiguate_at, true_hypothesis
 from iclnb.metrics.superposition import (hypothesis_distances, residual_norm, superposition_score, velocity,
                                          window_change)
 from iclnb.results.io import nan_array
-from iclnb.stats import bootstrap_ci, permutation_pvalue
+from iclnb.stats import mean_ci, paired_difference
 
 PARAMS = declare(
     MODEL,
@@ -48,7 +48,7 @@ PARAMS = declare(
     Int("collapse_window", 10, "word positions before and after D compared by the collapse and the velocity spike",
         min=1),
     Int("null_steps", 5, "random non-disambiguating steps per context for the null", min=1, max=1000),
-    *_dual.GRAPH_PARAMS,
+    *dual.GRAPH_PARAMS,
     N_BOOT,
     N_PERM,
     Int("batch_size", 8, "contexts per forward pass (results do not depend on it)", min=1, max=4096),
@@ -63,7 +63,7 @@ SERIES = ("score", "d_true", "d_false", "ratio", "velocity")
 #: Statistics around a step: each reported at D, at random non-disambiguating steps, and at D in the control.
 STEP_STATS = ("collapse", "velocity_spike", "score_change", "collapse_raw")
 
-make_graph = _dual.make_graph
+make_graph = dual.make_graph
 
 
 def check(p, model) -> None:
@@ -76,7 +76,7 @@ def check(p, model) -> None:
                 f"disambiguation_percent {pct} puts D at word {d}, which leaves no collapse_window of "
                 f"{p.collapse_window} words on both sides in a context of {p.context_length}; use a longer "
                 "context_length, a smaller collapse_window or a percentage nearer 50")
-    _dual.check_fit(p, model, make_graph(p))
+    dual.check_fit(p, model, make_graph(p))
 
 
 def context_measures(state, walk, graph, layers, window: int) -> dict:
@@ -95,8 +95,9 @@ def context_measures(state, walk, graph, layers, window: int) -> dict:
 
 def collect_contexts(run, model, graph, p) -> dict:
     """Every (condition, context) once, checkpointed: ``{condition: [item, ...]}``."""
-    measure = lambda state, walk, c, k, layers: context_measures(state, walk, graph, layers, p.window)  # noqa: E731
-    return _dual.collect(run, model, graph, p, measure)
+    layers = model.resolve_layers(p.layers)
+    return dual.collect(run, model, graph, p, layers,
+                        lambda unit, walk, state: context_measures(state, walk, graph, layers, p.window))
 
 
 # ------------------------------------------------------------------------------------------------ per context
@@ -163,32 +164,14 @@ def decoded_correct(s: dict, start: int, truth: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ summaries
 
 
-def _ci(values, rng, n_boot) -> dict:
-    mean, low, high = bootstrap_ci(values, n_resamples=n_boot, rng=rng)
-    return {"mean": mean, "ci_low": low, "ci_high": high}
-
-
-def _paired(diff: np.ndarray, rng_ci, rng_perm, n_boot: int, n_perm: int) -> dict:
-    """Mean of paired differences with a bootstrap CI and a sign-flip permutation p-value (two-sided)."""
-    d = np.asarray(diff, dtype=float)
-    d = d[np.isfinite(d)]
-    out = _ci(d, rng_ci, n_boot) if d.size else {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan}
-    if d.size:
-        flips = rng_perm.choice([-1.0, 1.0], size=(n_perm, d.size))
-        out["p_value"] = float(permutation_pvalue(d.mean(), (flips * d).mean(axis=1)))
-    else:
-        out["p_value"] = np.nan
-    return out
-
-
 def _accuracy(correct: np.ndarray, rng, n_boot: int) -> dict:
+    """The share of correct contexts with its CI, their number and a binomial test against 0.5."""
     from scipy.stats import binomtest
 
     c = correct[np.isfinite(correct)]
-    out = _ci(c, rng, n_boot) if c.size else {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan}
-    out["n"] = int(c.size)
-    out["p_value"] = float(binomtest(int(c.sum()), int(c.size), 0.5).pvalue) if c.size else np.nan
-    return out
+    if not c.size:
+        return {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": 0, "p_value": np.nan}
+    return {**mean_ci(c, n_boot, rng, count=True), "p_value": float(binomtest(int(c.sum()), int(c.size), 0.5).pvalue)}
 
 
 def reference_step(p) -> int:
@@ -226,25 +209,22 @@ def summarise(data: dict, graph, p, layers) -> dict:
                 value = np.array([x[name] for x in at_d], dtype=float)
                 rand = np.array([x[name] for x in at_null], dtype=float)
                 ctl = np.array([x[name] for x in at_control], dtype=float)
-                stat = _ci(value, rng(name), p.n_boot)
-                stat["null"] = {"random_steps": _ci(rand, rng(name, "random"), p.n_boot)}
-                stat["vs_random_steps"] = _paired(value - rand, rng(name, "vs_random"), rng(name, "vs_random_p"),
-                                                  p.n_boot, p.n_perm)
+                stat = mean_ci(value, p.n_boot, rng(name))
+                stat["null"] = {"random_steps": mean_ci(rand, p.n_boot, rng(name, "random"))}
+                stat["vs_random_steps"] = paired_difference(value - rand, p.n_boot, rng(name, "vs_random"),
+                                                            rng(name, "vs_random_p"), p.n_perm)
                 if c != NEVER:
-                    stat["null"]["never_revealed"] = _ci(ctl, rng(name, "never"), p.n_boot)
-                    stat["vs_never_revealed"] = _paired(value - ctl, rng(name, "vs_never"), rng(name, "vs_never_p"),
-                                                        p.n_boot, p.n_perm)
+                    stat["null"]["never_revealed"] = mean_ci(ctl, p.n_boot, rng(name, "never"))
+                    stat["vs_never_revealed"] = paired_difference(value - ctl, p.n_boot, rng(name, "vs_never"),
+                                                                  rng(name, "vs_never_p"), p.n_perm)
                 stat["per_context"] = value
                 entry[name] = stat
             acc = _accuracy(decoded_correct(s, d, truth), rng("accuracy"), p.n_boot)
             if c != NEVER:
                 acc["control"] = _accuracy(decoded_correct(never, d, truth), rng("accuracy", "control"), p.n_boot)
             entry["accuracy"] = acc
-            entry["residual_norm"] = _ci(s["rho"], rng("rho"), p.n_boot)
-            entry["per_position"] = {}
-            for name in SERIES:
-                mean, low, high = bootstrap_ci(s[name], n_resamples=p.n_boot, rng=rng("series", name))
-                entry["per_position"][name] = {"mean": mean, "ci_low": low, "ci_high": high}
+            entry["residual_norm"] = mean_ci(s["rho"], p.n_boot, rng("rho"))
+            entry["per_position"] = {name: mean_ci(s[name], p.n_boot, rng("series", name)) for name in SERIES}
             out.setdefault(f"condition_{c}", {})[layer_key(layer)] = entry
     return out
 
@@ -260,7 +240,7 @@ def summary_table(summary: dict):
     rows = []
     for ckey, by_layer in summary.items():
         for lkey, e in by_layer.items():
-            row = {"condition": ckey.removeprefix("condition_"), "layer": lkey.removeprefix("layer_"),
+            row = {"condition": ckey.removeprefix("condition_"), "layer": parse_layer_key(lkey),
                    "D": e["disambiguate_at"], "accuracy": fmt(e["accuracy"]),
                    "accuracy_p": e["accuracy"]["p_value"],
                    "control_accuracy": fmt(e["accuracy"]["control"]) if "control" in e["accuracy"] else "",
@@ -283,7 +263,7 @@ def results_document(data: dict, summary: dict, graph, p, model, layers) -> dict
         "conditions": {c: disambiguate_at(c, p.context_length) for c in conditions(p)},
         "graph": graph.to_dict(),
         "agreement": graphs.co_membership_agreement(graph.labelings["H1"], graph.labelings["H2"]),
-        "common_graph": _dual.common_graph(graph),
+        "common_graph": dual.common_graph(graph),
         "contexts": {c: {"walks": np.array([item["walk"] for item in items]),
                          "true_hypothesis": [true_hypothesis(k) for k in range(len(items))]}
                      for c, items in data.items()},
@@ -303,8 +283,7 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
             continue
         condition = ckey.removeprefix("condition_")
         for lkey, e in by_layer.items():
-            layer = int(lkey.removeprefix("layer_")) if lkey.removeprefix("layer_").lstrip("-").isdigit() else \
-                lkey.removeprefix("layer_")
+            layer = parse_layer_key(lkey)
             acc = e["accuracy"]
             ctl = acc.get("control") or {}
             rows.append(row("accuracy", layer, n_words, acc["mean"], acc["ci_low"], acc["ci_high"], condition,

@@ -4,13 +4,13 @@ the walk of each context, the checks before any work, and the checkpointed forwa
 from __future__ import annotations
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from iclnb import graphs
 from iclnb.core.errors import IclnbError
-from iclnb.core.progress import progress
 from iclnb.core.seeding import stream
+from iclnb.experiments.kit import measure_contexts
 from iclnb.experiments.params import Float, Int
+from iclnb.prompts import check_fits
 
 #: The control condition: the walk stays on edges common to both graphs to its end.
 NEVER = "never"
@@ -79,40 +79,24 @@ def common_graph(graph) -> dict:
 def check_fit(p, model, graph) -> None:
     """Refuse, before any work, a context that does not fit the model, and layers it does not have; draw one walk
     per condition, so a degenerate graph is refused now rather than mid-run."""
-    from iclnb.prompts import tokenization_report
-
     check_graph(graph)
-    longest = max(tokenization_report(model.tokenizer, graph.words).values())
-    if p.context_length * longest + 1 > model.max_positions:
-        raise IclnbError(
-            f"context_length {p.context_length} may need {p.context_length * longest + 1} tokens, more than the "
-            f"{model.max_positions} {model.name} can read; use context_length at most "
-            f"{(model.max_positions - 1) // longest}")
+    check_fits(model, graph.words, p.context_length, what="context_length")
     model.resolve_layers(p.layers)
     for condition in conditions(p):
         for index in (0, 1):
             context_walk(graph, p.context_length, p.seed, condition, index)
 
 
-def collect(run, model, graph, p, measure, name: str = "contexts") -> dict:
-    """Run every (condition, context) once (all requested layers from one pass) and keep what ``measure(state,
-    walk, condition, index, layers)`` returns, checkpointed per batch: an interrupted run resumes where it stopped.
-    Returns ``{condition: [item of context 0, 1, ...]}``; each item holds the walk and the measures."""
-    from iclnb.represent import represent_walks
-
-    layers = model.resolve_layers(p.layers)
+def collect(run, model, graph, p, layers, measure, checkpoint: str = "contexts") -> dict:
+    """Run every (condition, context) once (all ``layers`` from one pass) and keep what ``measure((condition,
+    index), walk, state)`` returns, checkpointed per batch under ``"<condition>/<index>"``: an interrupted run resumes
+    where it stopped. Returns ``{condition: [item of context 0, 1, ...]}``; each item holds the walk and the
+    measures."""
     units = [(c, k) for c in conditions(p) for k in range(p.n_contexts)]
-    store = run.checkpoint(name, total=len(units))
-    todo = [u for u in units if f"{u[0]}/{u[1]}" not in store]
-    batches = [todo[i : i + p.batch_size] for i in range(0, len(todo), p.batch_size)]
-    for batch in progress(batches, desc="contexts (batches)"):
-        walks = [context_walk(graph, p.context_length, p.seed, c, k) for c, k in batch]
-        states = represent_walks(model, [graphs.walk_words(graph, w) for w in walks], layers,
-                                 batch_size=p.batch_size)
-        # The measures multiply small matrices (tens of rows); threaded BLAS on them is up to 10x slower than one
-        # thread on a shared CPU (measured: 1.4 s vs 0.12 s per layer of one graph_adherence context).
-        with threadpool_limits(1, user_api="blas"):
-            for (c, k), walk, state in zip(batch, walks, states):
-                store[f"{c}/{k}"] = {"walk": walk, **measure(state, walk, c, k, layers)}
-        store.flush()
-    return {c: [store[f"{c}/{k}"] for k in range(p.n_contexts)] for c in conditions(p)}
+    # The measures multiply small matrices (tens of rows); threaded BLAS on them is up to 10x slower than one thread
+    # on a shared CPU (measured: 1.4 s vs 0.12 s per layer of one graph_adherence context).
+    items = measure_contexts(run, model, units, lambda unit: context_walk(graph, p.context_length, p.seed, *unit),
+                             lambda unit, walk, state: {"walk": walk, **measure(unit, walk, state)}, layers=layers,
+                             batch_size=p.batch_size, words=lambda walk: graphs.walk_words(graph, walk),
+                             checkpoint=checkpoint, measure_threads=1)
+    return {c: items[i * p.n_contexts : (i + 1) * p.n_contexts] for i, c in enumerate(conditions(p))}
