@@ -16,7 +16,7 @@ from iclnb import graphs as G
 from iclnb.core.errors import IclnbError
 from iclnb.core.layers import resolve_layers
 from iclnb.core.seeding import stream
-from iclnb.experiments.park import _per_context as ctx
+from iclnb.experiments.park import per_context as ctx
 from iclnb.experiments.park import figures
 from iclnb.experiments.park import reproduce_park as exp
 from iclnb.metrics import copy_baseline, neighbor_accuracy, procrustes_fit, spectral_embedding

@@ -21,7 +21,7 @@ Every statistic comes with a bootstrap interval over contexts. The notebook ``no
 the steps in order: :func:`prepare`, :func:`measure`, :func:`accuracy`, :func:`geometry`, :func:`controls`,
 :func:`days_of_week`, :func:`explorer`, :func:`summary`, :func:`results_document`; each takes data and returns data,
 and the notebook hands what it returns to the run. The per-context statistics live in
-:mod:`iclnb.experiments.park._per_context`, the figures in :mod:`iclnb.experiments.park.figures`.
+:mod:`iclnb.experiments.park.per_context`, the figures in :mod:`iclnb.experiments.park.figures`.
 
 Default words: Park's 16 words for the 4x4 grid (:data:`iclnb.graphs.GRID_WORDS`); for any other graph the first n
 words of :data:`iclnb.graphs.NOUNS` (``ring`` of size n; ``hex_lattice`` of size s is networkx's honeycomb of s x s
@@ -32,6 +32,7 @@ and ignores ``graph_size`` and ``words``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from itertools import combinations
 
 import numpy as np
@@ -40,14 +41,14 @@ import pandas as pd
 from iclnb import graphs as G
 from iclnb.core.errors import IclnbError
 from iclnb.core.layers import EMBED, layer_key
-from iclnb.core.progress import progress
 from iclnb.core.seeding import stream
+from iclnb.experiments.kit import measure_contexts
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, OUTPUT_DIR, SEED, Choice, Int, IntList, Layers,
                                       StrList, declare)
-from iclnb.experiments.park._per_context import N_PCS, VARIANTS, context_geometry, context_statistics, pair_targets
+from iclnb.experiments.park.per_context import N_PCS, VARIANTS, context_geometry, context_statistics, pair_targets
 from iclnb.metrics import dirichlet_energy, distance_correlation, pca, procrustes_fit, spectral_embedding
 from iclnb.results.io import read_npz
-from iclnb.stats import bootstrap_ci
+from iclnb.stats import mean_ci
 
 GRAPHS = ("grid", "ring", "hex_lattice", "days_of_week_ring")
 
@@ -74,6 +75,7 @@ PARAMS = declare(
 )
 
 BIN_WORDS = 25  # word positions per accuracy bin
+BOOTSTRAP_RESAMPLES = 2000  # resamples of every bootstrap interval over contexts
 FIRST_WORDS, LAST_WORDS = 50, 200  # the headline accuracy windows (Park et al.'s early and late context)
 
 __all__ = [
@@ -107,7 +109,7 @@ def make_graph(graph: str = "grid", graph_size: int = 4, words=None, seed: int =
 
 
 def sample_walks(graph: G.Graph, tokenizer, n_contexts: int, context_tokens: int, seed: int) -> list[np.ndarray]:
-    """``n_contexts`` uniform random walks (``stream(seed, "walks", i)``), each as many words as fit in
+    """``n_contexts`` uniform random walks (:func:`iclnb.graphs.context_walk`), each as many words as fit in
     ``context_tokens`` tokens of the model's encoding (BOS included); words may have several tokens."""
     from iclnb.models import adds_bos
     from iclnb.prompts import tokenization_report
@@ -117,7 +119,7 @@ def sample_walks(graph: G.Graph, tokenizer, n_contexts: int, context_tokens: int
     longest = max(1, context_tokens - bos)  # words have >= 1 token
     walks = []
     for i in range(n_contexts):
-        walk = G.random_walk(graph, longest, stream(seed, "walks", i))
+        walk = G.context_walk(graph, longest, seed, i)
         ends = bos + np.cumsum([lengths[graph.words[k]] for k in walk])
         n_words = int(np.searchsorted(ends, context_tokens, side="right"))
         if n_words < 2:
@@ -230,32 +232,26 @@ def measure(run, model, setup: Setup, p) -> Measurements:
     """One forward pass per context (batches of ``p.batch_size``), every layer and context length from it.
 
     Checkpointed per context through the run (``checkpoint_contexts.json`` and the context's node means in
-    ``raw_data/node_means_<i>.npz``), so an interrupted run resumes where it stopped.
+    ``raw_data/node_means_<i>.npz``, written before the context's item), so an interrupted run resumes where it
+    stopped; a context whose node means are missing or damaged (a truncated npz) is measured again.
     """
-    from iclnb.represent import represent_walks
-
     n = len(setup.walks)
-    ck = run.checkpoint("contexts", total=n, every_s=0)
     raw = run.raw_data_dir
-    # a context whose node means are missing or damaged (a truncated npz) is measured again
-    todo = [i for i in range(n) if str(i) not in ck or read_npz(raw / f"node_means_{i}.npz") is None]
-    sink_state = sink_states(model, setup.layers) if setup.bos and todo else None
-    bar = progress(total=n, desc="contexts", initial=n - len(todo))
-    for start in range(0, len(todo), p.batch_size):
-        batch = todo[start:start + p.batch_size]
-        states = represent_walks(model, [setup.words[i] for i in batch], setup.layers, token_ids=setup.token_ids,
-                                 batch_size=p.batch_size)
-        for i, st in zip(batch, states):
-            item, arrays = context_statistics(st, setup.walks[i], setup.graph, setup.layers, setup.context_tokens,
-                                              setup.window_tokens, sink_state, stream(p.seed, "label_shuffle", i),
-                                              p.n_shuffles)
-            run.save_arrays(f"node_means_{i}", **arrays)  # before the item: a checkpointed context has its means
-            ck[str(i)] = item
-            bar.update(1)
-        del states
-    bar.close()
-    ck.flush()
-    items = [ck[str(i)] for i in range(n)]
+    ck = run.checkpoint("contexts", total=n, every_s=0)
+    for i in range(n):
+        if str(i) in ck and read_npz(raw / f"node_means_{i}.npz") is None:
+            del ck[str(i)]
+    sink_state = cache(lambda: sink_states(model, setup.layers) if setup.bos else None)  # only if work remains
+
+    def statistics(i, words, states):
+        item, arrays = context_statistics(states, setup.walks[i], setup.graph, setup.layers, setup.context_tokens,
+                                          setup.window_tokens, sink_state(), stream(p.seed, "label_shuffle", i),
+                                          p.n_shuffles)
+        run.save_arrays(f"node_means_{i}", **arrays)  # before the item: a checkpointed context has its means
+        return item
+
+    items = measure_contexts(run, model, range(n), lambda i: setup.words[i], statistics, layers=setup.layers,
+                             batch_size=p.batch_size, token_ids=setup.token_ids, every_s=0)
     sums = {"default": 0.0, "sink_included": 0.0}
     seen = {"default": 0, "sink_included": 0}
     for i in range(n):
@@ -276,9 +272,9 @@ def measure(run, model, setup: Setup, p) -> Measurements:
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
-def _ci(samples, seed, name, axis=0) -> dict:
-    est, lo, hi = bootstrap_ci(np.asarray(samples, dtype=np.float64), axis=axis, rng=stream(seed, "bootstrap", name))
-    return {"mean": est, "ci_low": lo, "ci_high": hi}
+def _ci(samples, seed, name) -> dict:
+    """Mean over contexts (axis 0) with its 95% bootstrap interval, drawn from the run's stream for ``name``."""
+    return mean_ci(samples, BOOTSTRAP_RESAMPLES, stream(seed, "bootstrap", name))
 
 
 def _stack(items, variant, key) -> np.ndarray:
