@@ -20,16 +20,16 @@ import numpy as np
 
 from iclnb import graphs
 from iclnb.core.errors import IclnbError
-from iclnb.core.layers import layer_key
-from iclnb.core.progress import progress
+from iclnb.core.layers import layer_key, parse_layer_key
 from iclnb.core.seeding import stream
 from iclnb.experiments.collapse import corpus
 from iclnb.experiments.collapse import probes as probe_data
 from iclnb.experiments.collapse.chunked import ChunkedPass
+from iclnb.experiments.kit import checkpoint_key, resume_units
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, OUTPUT_DIR, SEED, Bool, Choice, Float,
                                       Int, Layers, declare)
 from iclnb.metrics import collapse_stats
-from iclnb.stats import bootstrap_ci
+from iclnb.stats import mean_ci
 
 PARAMS = declare(
     MODEL,
@@ -269,22 +269,20 @@ def read_context(pass_: ChunkedPass, ids: np.ndarray, stops, probes=None, probe_
 
 def collect(run, model, p) -> dict:
     """Read every context of every kind, checkpointed per (kind, context): one item ``walk/<k>`` (the walk, with
-    its two reversals forked at the switch), ``natural/<k>`` and ``repeated/<k>``. Returns the checkpoint."""
+    its two reversals forked at the switch), ``natural/<k>`` and ``repeated/<k>``. Returns ``{key: item}``."""
     layers = model.resolve_layers(p.layers)
     tok = model.tokenizer
     points = context_points(p.max_tokens, p.window_tokens)
     after = reversal_points(p)
     s = switch_token(p)
     probes = encoded_probes(tok) if p.probe else None
-    store = run.checkpoint("contexts", total=len(KINDS) * p.n_contexts, every_s=0)
-    todo = [(kind, k) for k in range(p.n_contexts) for kind in KINDS if f"{kind}/{k}" not in store]
-    for kind, k in progress(todo, desc="contexts (kind, index)"):
+
+    def read(kind, k) -> dict:
         ids = context_ids(kind, tok, p, k)
         pass_ = ChunkedPass(model, layers, p.window_tokens, p.chunk_tokens)
         if kind != "walk":
             measures, scored, _ = read_context(pass_, ids, points, probes)
-            store[f"{kind}/{k}"] = {"measures": measures, "probes": scored}
-            continue
+            return {"measures": measures, "probes": scored}
         # the walk is also measured at the reversal points (its continuation without a switch)
         stops = sorted(set(points) | set(after))
         measures, scored, forks = read_context(pass_, ids, stops, probes, probe_at=points, forks=(s,))
@@ -293,10 +291,12 @@ def collect(run, model, p) -> dict:
             rest = context_ids(reversal, tok, p, k)
             fork = forks[s] if reversal == REVERSALS[-1] else forks[s].fork()
             item[reversal] = read_context(fork, rest, after)[0]
-        del forks
-        store[f"{kind}/{k}"] = item
-    store.flush()
-    return store
+        return item
+
+    units = [(kind, k) for k in range(p.n_contexts) for kind in KINDS]
+    items = resume_units(run, units, lambda batch: [read(*unit) for unit in batch], every_s=0,
+                         desc="contexts (kind, index)")
+    return {checkpoint_key(unit): item for unit, item in zip(units, items)}
 
 
 def baseline_probes(model, p) -> dict | None:
@@ -331,15 +331,12 @@ def per_context(store, p, layers) -> dict:
     return out
 
 
-def _ci(values, rng, n_boot):
-    mean, low, high = bootstrap_ci(values, n_resamples=n_boot, rng=rng)
-    return np.atleast_1d(mean), np.atleast_1d(low), np.atleast_1d(high)
-
-
-def _nest(points, keys, mean, low, high) -> dict:
-    """{tokens_<t>: {layer_<k>: {measure: {mean, ci_low, ci_high}}}} from (points, layers, measures) arrays."""
-    return {f"tokens_{t}": {key: {m: {"mean": float(mean[i, j, q]), "ci_low": float(low[i, j, q]),
-                                      "ci_high": float(high[i, j, q])}
+def _nest(points, keys, ci: dict) -> dict:
+    """{tokens_<t>: {layer_<k>: {measure: {mean, ci_low, ci_high}}}} from :func:`~iclnb.stats.mean_ci` of values
+    over (points, layers, measures), flattened."""
+    shape = (len(points), len(keys), len(MEASURES))
+    arrays = {name: np.reshape(ci[name], shape) for name in ("mean", "ci_low", "ci_high")}
+    return {f"tokens_{t}": {key: {m: {name: float(a[i, j, q]) for name, a in arrays.items()}
                                   for q, m in enumerate(MEASURES)}
                             for j, key in enumerate(keys)}
             for i, t in enumerate(points)}
@@ -355,9 +352,8 @@ def summarise(data: dict, p, layers) -> tuple[dict, dict]:
     ref = data[REFERENCE]
     for kind, d in data.items():
         v = d["values"]
-        shape = v.shape[1:]
-        mean, low, high = _ci(v.reshape(len(v), -1), stream(p.seed, "bootstrap", kind), p.n_boot)
-        kinds[kind] = _nest(d["points"], keys, *(a.reshape(shape) for a in (mean, low, high)))
+        kinds[kind] = _nest(d["points"], keys, mean_ci(v.reshape(len(v), -1), p.n_boot,
+                                                       stream(p.seed, "bootstrap", kind)))
         if kind == REFERENCE:
             continue
         offset = s if kind in REVERSALS else 0
@@ -368,8 +364,8 @@ def summarise(data: dict, p, layers) -> tuple[dict, dict]:
         mine, theirs = zip(*pairs)
         # contexts of different kinds are independent draws: pairing them by index gives the unpaired interval
         diff = v[:, list(mine)] - ref["values"][:, list(theirs)]
-        mean, low, high = _ci(diff.reshape(len(diff), -1), stream(p.seed, "bootstrap", "vs_natural", kind), p.n_boot)
-        vs[kind] = _nest([d["points"][i] for i in mine], keys, *(a.reshape(diff.shape[1:]) for a in (mean, low, high)))
+        ci = mean_ci(diff.reshape(len(diff), -1), p.n_boot, stream(p.seed, "bootstrap", "vs_natural", kind))
+        vs[kind] = _nest([d["points"][i] for i in mine], keys, ci)
     return kinds, vs
 
 
@@ -396,17 +392,15 @@ def probing_summary(arrays: dict, baseline, p) -> dict:
         entry = {}
         for name in ("accuracy", "logprob"):
             per_context = (a["correct"] if name == "accuracy" else a["logprob"]).mean(axis=2)  # (contexts, points)
-            mean, low, high = _ci(per_context, stream(p.seed, "bootstrap", "probe", kind, name), p.n_boot)
+            ci = mean_ci(per_context, p.n_boot, stream(p.seed, "bootstrap", "probe", kind, name))
             for i, t in enumerate(a["points"]):
-                entry.setdefault(f"tokens_{t}", {})[name] = {"mean": float(mean[i]), "ci_low": float(low[i]),
-                                                             "ci_high": float(high[i])}
+                entry.setdefault(f"tokens_{t}", {})[name] = {stat: float(v[i]) for stat, v in ci.items()}
         out[kind] = entry
     if baseline is not None:
         out["no_context"] = {}
         for name, values in (("accuracy", baseline["correct"]), ("logprob", baseline["logprob"])):
-            mean, low, high = _ci(np.asarray(values, dtype=float), stream(p.seed, "bootstrap", "probe", name),
-                                  p.n_boot)
-            out["no_context"][name] = {"mean": float(mean[0]), "ci_low": float(low[0]), "ci_high": float(high[0])}
+            ci = mean_ci(values, p.n_boot, stream(p.seed, "bootstrap", "probe", name))
+            out["no_context"][name] = {stat: float(v) for stat, v in ci.items()}
     return out
 
 
@@ -477,7 +471,7 @@ def summary_table(kinds: dict, vs: dict, layer) -> "object":
 def correlation_table(correlations: dict):
     import pandas as pd
 
-    return pd.DataFrame([{"layer": key.removeprefix("layer_"), "measure": m, **v}
+    return pd.DataFrame([{"layer": parse_layer_key(key), "measure": m, **v}
                          for key, entry in correlations.items() for m, v in entry.items()])
 
 

@@ -95,7 +95,7 @@ def heatmap_figure(kinds: dict, layers, points, measure: str, kind_names=("walk"
     fig = make_subplots(rows=1, cols=len(kind_names), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[KIND_NAMES.get(k, k) for k in kind_names])
     labels = [str(t) for t in points]
-    ylabels = [key.removeprefix("layer_") for key in keys]
+    ylabels = [str(k) for k in layers]
     for c, (kind, grid) in enumerate(zip(kind_names, grids), start=1):
         fig.add_trace(go.Heatmap(z=grid, x=labels, y=ylabels, zmin=zmin, zmax=zmax, colorscale="Viridis",
                                  showscale=c == len(kind_names),
