@@ -31,8 +31,9 @@ from iclnb.core.seeding import stream
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, OUTPUT_DIR, SEED, Choice, Int, IntList,
                                       Layers, Str, StrList, declare)
 from iclnb.methods.loo import Delete, LooEngine, PairDistances
-from iclnb.results.io import nan_array, to_jsonable
-from iclnb.stats import bootstrap_ci
+from iclnb.prompts import check_fits
+from iclnb.results.io import nan_array
+from iclnb.stats import mean_ci
 
 CONDITIONS = ("semantic", "unrelated")
 METRICS = PairDistances.names
@@ -98,7 +99,7 @@ def context_graph(condition: str, seed: int, context: int):
 
 def context_walk(seed: int, context: int, n_max: int) -> np.ndarray:
     """Context ``context``'s node walk of the largest context length (uniform over neighbours)."""
-    return graphs.random_walk(context_graph("semantic", seed, context), n_max, stream(seed, "walks", context))
+    return graphs.context_walk(context_graph("semantic", seed, context), n_max, seed, context)
 
 
 def context_inputs(condition: str, seed: int, context: int, n_words: int, n_max: int):
@@ -112,22 +113,8 @@ def check(p, model) -> None:
     """Refuse, before any work, layers the model lacks and a context length that cannot fit it."""
     if not [k for k in model.resolve_layers(p.layers) if k != "embed"]:
         raise IclnbError("leave-one-out needs at least one decoder block in layers (not only 'embed')")
-    check_fits(model, p.context_lengths)
-
-
-def check_fits(model, context_lengths, encode=None) -> None:
-    """Refuse, before any work, a context length whose walk cannot fit the model."""
-    words = set(w for g in graphs.SEMANTIC_GROUPS + graphs.UNRELATED_GROUPS for w in g)
-    if encode is None:
-        from iclnb.prompts import tokenization_report
-
-        longest = max(tokenization_report(model.tokenizer, words).values())
-    else:
-        longest = max(len(encode([w])) for w in words)
-    n_max = max(context_lengths)
-    if n_max * longest + 1 > model.max_positions:
-        raise IclnbError(f"context length {n_max} may need {n_max * longest + 1} tokens, more than the "
-                         f"{model.max_positions} {model.name} can read; use at most {(model.max_positions - 1) // longest}")
+    check_fits(model, [w for group in graphs.SEMANTIC_GROUPS + graphs.UNRELATED_GROUPS for w in group],
+               max(p.context_lengths))
 
 
 # ---------------------------------------------------------------------------------------------------- measuring
@@ -159,28 +146,25 @@ def _from_json(item: dict) -> dict:
 
 
 def measure(run, model, conditions, context_lengths, n_contexts: int, layers, positions="auto", seed: int = 42,
-            batch_tokens: int | None = None, encode=None, show_progress: bool = True) -> LooData:
+            batch_tokens: int | None = None) -> LooData:
     """Run every (condition, context) once at the largest context length; every shorter length is a prefix of that
     walk, so the same passes give it (``LooEngine.trial(context_lengths=...)``). Results are checkpointed per
     (condition, N) (``checkpoint_loo_<condition>_N<N>.json``, each updated after every context), so a rerun resumes
-    where the last one stopped. ``run`` may be None (no checkpoints: benchmarks)."""
+    where the last one stopped.
+
+    The loop is its own, not :func:`~iclnb.experiments.kit.resume_units`: one unit of work (a word set's context)
+    gives one item to each of several checkpoints (one per N), where the kit stores one item per unit."""
     layers = [k for k in model.resolve_layers(layers) if k != "embed"]
     context_lengths = sorted(set(context_lengths))
-    check_fits(model, context_lengths, encode)
-    engine = LooEngine(model, encode=encode, batch_tokens=batch_tokens or None)
-    stores = {(c, n): (run.checkpoint(f"loo_{c}_N{n}", total=n_contexts, every_s=0) if run is not None else {})
+    engine = LooEngine(model, batch_tokens=batch_tokens or None)
+    stores = {(c, n): run.checkpoint(f"loo_{c}_N{n}", total=n_contexts, every_s=0)
               for c in conditions for n in context_lengths}
     units = [(c, k) for c in conditions for k in range(n_contexts)]
-    bar = progress(total=len(units), desc="leave-one-out (word set, context), all N") if show_progress else None
-    for condition, k in units:
+    for condition, k in progress(units, desc="leave-one-out (word set, context), all N"):
         if any(str(k) not in stores[(condition, n)] for n in context_lengths):
             for n, item in _measure_context(engine, condition, seed, k, context_lengths, layers, positions).items():
                 stores[(condition, n)][str(k)] = item
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    contexts = {(c, n): [_from_json(to_jsonable(stores[(c, n)][str(k)])) for k in range(n_contexts)]
+    contexts = {(c, n): [_from_json(stores[(c, n)][str(k)]) for k in range(n_contexts)]
                 for c in conditions for n in context_lengths}
     return LooData(layers, list(conditions), context_lengths, n_contexts, contexts)
 
@@ -329,14 +313,12 @@ def temporal_table(data: LooData, seed: int = 42, n_boot: int = 1000, positions=
                 values.append(item["full"] - item["edited"][where[0]] if where.size else
                               np.full(item["full"].shape, np.nan))
             values = np.stack(values)                                                          # (K, L, M)
-            mean, low, high = bootstrap_ci(values, n_resamples=n_boot,
-                                           rng=stream(seed, "bootstrap", "temporal", condition, n_words, position))
-            mean, low, high = (np.broadcast_to(np.asarray(a, dtype=float), values.shape[1:]) for a in (mean, low, high))
+            ci = mean_ci(values, n_boot, stream(seed, "bootstrap", "temporal", condition, n_words, position))
             for li, layer in enumerate(data.layers):
                 for mi, metric in enumerate(METRICS):
                     rows.append({"condition": condition, "position": position, "N": n_words, "layer": layer,
-                                 "metric": metric, "mean": mean[li, mi], "ci_low": low[li, mi],
-                                 "ci_high": high[li, mi], "n": int(np.isfinite(values[:, li, mi]).sum())})
+                                 "metric": metric, "mean": ci["mean"][li, mi], "ci_low": ci["ci_low"][li, mi],
+                                 "ci_high": ci["ci_high"][li, mi], "n": int(np.isfinite(values[:, li, mi]).sum())})
     # no context reaches a temporal position: an empty table that still has its columns
     return pd.DataFrame(rows, columns=["condition", "position", "N", "layer", "metric", "mean", "ci_low", "ci_high",
                                        "n"])
