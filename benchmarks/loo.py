@@ -36,6 +36,15 @@ from iclnb.models import load_model, random_init_model  # noqa: E402
 from iclnb.core.seeding import stream  # noqa: E402
 
 CONDITIONS = ("semantic", "unrelated")
+BOS_ID = 128000  # Llama 3's, before the stand-in token ids of a random-init model
+
+
+def stand_in_word_ids(seed: int) -> dict:
+    """A fixed word -> token ids map for a model without a tokenizer: each word of both word sets gets 1 or 2
+    random token ids."""
+    words = sorted({w for groups in (graphs.SEMANTIC_GROUPS, graphs.UNRELATED_GROUPS) for g in groups for w in g})
+    rng = np.random.default_rng(seed)
+    return {w: [int(t) for t in rng.integers(1000, 120000, size=int(rng.integers(1, 3)))] for w in words}
 
 
 def trial_inputs(condition: str, seed: int, trial: int, n_words: int, n_max: int):
@@ -91,8 +100,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.random_init:
-        from benchmarks.loo_gpu import BOS_ID, stand_in_word_ids
-
         model = random_init_model(args.random_init, dtype=args.dtype, device=args.device)
         encode = map_encoder(stand_in_word_ids(args.seed), bos_id=BOS_ID)
     else:

@@ -27,19 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.loo import pair_distances, trial_inputs  # noqa: E402
-from iclnb import graphs  # noqa: E402
+from benchmarks.loo import BOS_ID, pair_distances, stand_in_word_ids, trial_inputs  # noqa: E402
 from iclnb.methods.loo import LooEngine, map_encoder, metrics_of_vectors  # noqa: E402
 from iclnb.models import random_init_model  # noqa: E402
 
 CONTEXT_LENGTHS = "6,7,8,9,10,12,15,20,25,30,40,50,75,100"
-BOS_ID = 128000
-
-
-def stand_in_word_ids(seed: int) -> dict:
-    words = sorted({w for groups in (graphs.SEMANTIC_GROUPS, graphs.UNRELATED_GROUPS) for g in groups for w in g})
-    rng = np.random.default_rng(seed)
-    return {w: [int(t) for t in rng.integers(1000, 120000, size=int(rng.integers(1, 3)))] for w in words}
 
 
 def separate_pass_check(model, encode, seed: int, n_words: int = 20, positions=(0, 5, 19)) -> float:
