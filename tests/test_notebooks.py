@@ -71,7 +71,7 @@ def test_notebook_runs_under_nbval(name, runs_dir):
         executed(step["experiment"], step["parameters"], runs_dir)
     out_dir = executed(name, meta["test_parameters"], runs_dir)
     document = _strict(out_dir / "results.json")
-    assert set(document) == {"model", "timestamp", "config", "results"}
+    assert set(document) == {"experiment", "model", "timestamp", "config", "results"}
     assert document["results"], "results are empty"
     config = _strict(out_dir / "config.json")
     if "model" in config["params"]:  # a notebook that runs a model records where it came from

@@ -1,9 +1,14 @@
 """`iclnb summarize`: the draft holds the set-up, the key numbers with CIs and nulls, the figures, sentences that
 follow from the numbers only, and TODO sections."""
 
+import shutil
+
 import pytest
 
 from iclnb import cli
+from iclnb.core.errors import IclnbError
+from iclnb.results import load
+from iclnb.results.run import Run
 from iclnb.ops.summarize import draft, findings
 from iclnb.ops.tidy import tidy
 from tests.test_ops_tidy import css_results, loo_results, make_run
@@ -68,3 +73,33 @@ def test_an_experiment_without_an_extractor_still_gets_a_draft(tmp_path, experim
     text = draft(make_run(tmp_path / "x", experiment, {}, {"value": 1}))
     assert "TODO: the question the something_else experiment asks." in text
     assert "does not know where a something_else run keeps its numbers" in text
+
+
+def test_a_directory_mixing_two_runs_is_refused_in_one_line(tmp_path, capsys):
+    """config.json of one run beside results.json of another: summarize, status and the reader refuse it, naming
+    both experiments; results.json written before it recorded its experiment is compared by parameter names."""
+    for name, params, results in [("css_basic", {"context_length": 20, "n_contexts": 8}, css_results()),
+                                  ("loo", {"context_lengths": [6, 10]}, loo_results())]:
+        run = Run.open(tmp_path / name, name, params)
+        run.finish(results, model="tiny-model")
+    mixed = tmp_path / "css_basic"
+    shutil.copy(tmp_path / "loo" / "results.json", mixed / "results.json")
+    said = (f"{mixed} mixes two runs: its config.json is from a css_basic run, its results.json from a loo run; "
+            f"rerun css_basic into {mixed} to rewrite its results.json, or keep each run's files in a directory of "
+            f"its own")
+    for command in (["summarize", str(mixed)], ["status", str(mixed)]):
+        assert cli.main(command) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"iclnb: error: {said}"]
+    with pytest.raises(IclnbError) as refused:
+        load(mixed)
+    assert str(refused.value) == said
+    assert not (mixed / "summary.md").exists()
+    assert load(tmp_path / "loo").experiment == "loo"  # a sound directory still reads
+
+    old = make_run(tmp_path / "old", "css_basic", {"context_length": 20}, css_results())
+    make_run(tmp_path / "old_loo", "loo", {"context_lengths": [6, 10]}, loo_results())
+    shutil.copy(tmp_path / "old_loo" / "results.json", old / "results.json")
+    assert cli.main(["summarize", str(old)]) == 2
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert "mixes two runs: its results.json holds the results of a run with other parameters than the css_basic " \
+           "run of its config.json (context_length, context_lengths in only one of them)" in line

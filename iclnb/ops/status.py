@@ -15,6 +15,7 @@ from pathlib import Path
 
 from iclnb.core.errors import IclnbError
 from iclnb.results.io import read_json
+from iclnb.results.reader import check_one_run
 from iclnb.results.run import CONFIG_NAME, RESULTS_NAME, lock_holder
 
 __all__ = ["run_status", "format_run_status", "sweep_rows", "format_sweep_status", "parse_time", "duration"]
@@ -63,7 +64,8 @@ def run_status(directory) -> dict:
     """The facts ``iclnb status`` shows for one results directory, as a dict: ``state`` ("running", "finished",
     "damaged" or "stopped"), ``holder`` (the live lock record), ``foreign`` (the lock belongs to another host, whose
     processes cannot be checked from here), times, and per checkpoint its progress and ETA. Raises IclnbError for a
-    directory that is not a results directory."""
+    directory that is not a results directory, and for one whose config.json and results.json come from different
+    runs."""
     directory = Path(directory).expanduser().resolve()
     cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
@@ -76,10 +78,12 @@ def run_status(directory) -> dict:
         state = "running"
     elif (directory / RESULTS_NAME).is_file() and prov.get("finished"):
         try:
-            read_json(directory / RESULTS_NAME)
+            document = read_json(directory / RESULTS_NAME)
             state = "finished"
         except IclnbError:
             state = "damaged"
+        else:
+            check_one_run(directory, config, document)
     else:
         state = "stopped"
     started = parse_time(prov.get("started"))

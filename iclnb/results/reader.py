@@ -30,7 +30,7 @@ class RunResults:
 
     @property
     def experiment(self) -> str:
-        return self.config.get("experiment")
+        return self.config.get("experiment") or self.document.get("experiment")
 
     @property
     def params(self) -> dict:
@@ -113,6 +113,24 @@ def _numeric(table):
     return table
 
 
+def check_one_run(directory, config: dict, document: dict) -> None:
+    """Refuse a results directory whose config.json and results.json come from different runs (files copied
+    together from two directories), in one line that names both experiments. A results.json written before it
+    recorded its experiment is compared by its parameters' names."""
+    ran, wrote = config.get("experiment"), document.get("experiment")
+    advice = (f"rerun {ran} into {directory} to rewrite its {RESULTS_NAME}, or keep each run's files in a directory "
+              f"of its own")
+    if ran and wrote and ran != wrote:
+        raise IclnbError(f"{directory} mixes two runs: its {CONFIG_NAME} is from a {ran} run, its {RESULTS_NAME} from "
+                         f"a {wrote} run; {advice}")
+    if wrote is None and isinstance(config.get("params"), dict) and isinstance(document.get("config"), dict):
+        differ = sorted(set(config["params"]) ^ set(document["config"]))
+        if differ:
+            raise IclnbError(f"{directory} mixes two runs: its {RESULTS_NAME} holds the results of a run with other "
+                             f"parameters than the {ran} run of its {CONFIG_NAME} ({', '.join(differ)} in only one "
+                             f"of them); {advice}")
+
+
 def load(directory, experiment: str | tuple[str, ...] | None = None, default: str | None = None) -> RunResults:
     """Read a finished run (``directory`` as a user names it: see :func:`iclnb.core.paths.results_dir`).
 
@@ -126,6 +144,7 @@ def load(directory, experiment: str | tuple[str, ...] | None = None, default: st
         raise IclnbError(f"{path} {state}: it holds no {RESULTS_NAME}{hint}")
     config = read_json(path / CONFIG_NAME) if (path / CONFIG_NAME).is_file() else {}
     document = read_json(path / RESULTS_NAME)
+    check_one_run(path, config, document)
     result = RunResults(path, config, document)
     wanted = (experiment,) if isinstance(experiment, str) else experiment
     if wanted and result.experiment not in wanted:

@@ -548,13 +548,14 @@ class Run:
 
     # -- end
     def finish(self, results: dict, model: str | None = None) -> Path:
-        """Write results.json ``{"model", "timestamp", "config", "results"}``, the figures' PNG copies, mark
-        config.json finished and release the lock. ``model`` defaults to the recorded model's name. Returns the path
-        of results.json, then calls the callbacks registered with :meth:`on_finish` (W&B logging, when a ``log``
-        parameter or ``ICLNB_WANDB_PROJECT`` names a project)."""
+        """Write results.json ``{"experiment", "model", "timestamp", "config", "results"}``, the figures' PNG
+        copies, mark config.json finished and release the lock. ``model`` defaults to the recorded model's name.
+        Returns the path of results.json, then calls the callbacks registered with :meth:`on_finish` (W&B logging,
+        when a ``log`` parameter or ``ICLNB_WANDB_PROJECT`` names a project)."""
         if model is None:
             model = (self.config.get("model") or {}).get("name")
-        doc = {"model": model, "timestamp": _now(), "config": self.params, "results": results}
+        doc = {"experiment": self.experiment, "model": model, "timestamp": _now(), "config": self.params,
+               "results": results}
         path = write_json(self.dir / RESULTS_NAME, doc)
         self.export_figures()
         self.config["provenance"]["finished"] = doc["timestamp"]
