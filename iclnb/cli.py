@@ -1,11 +1,13 @@
 """``iclnb list | run | status | sweep | summarize | log``: the command line around the experiment notebooks.
 
 ``iclnb run <experiment> -p NAME VALUE ... [-o DIR]`` executes the experiment's notebook with papermill into
-``results/<experiment>/`` (or DIR), passing ``output_dir``. Every parameter is converted and checked against the
-experiment's declaration (``PARAMS`` of its module) before anything starts. Mistakes on the command line (unknown experiment or parameter, a value
-of the wrong type, an output path that is a file or that a live run is writing, a directory holding a run with other
-parameters) exit with status 2 and one line on stderr, before anything is written. A failure inside the notebook
-exits with status 1 and names the executed notebook that holds the traceback.
+``results/<experiment>/`` (or DIR), passing ``output_dir``; ``-p NAME=VALUE`` is the same, and a value may start
+with a minus sign (``-p layers -2,-1``). Every parameter is converted and checked against the experiment's
+declaration (``PARAMS`` of its module) before anything starts. Mistakes on the command line (unknown experiment or
+parameter, a value of the wrong type, an output path that is a file or that a live run is writing, a directory
+holding a run with other parameters) exit with status 2 and one line on stderr, before anything is written. A
+failure inside the notebook exits with status 1 and names the executed notebook that holds the traceback; Ctrl-C
+stops the run with one line that says how to resume it.
 
 ``iclnb sweep`` expands a grid of parameter values into runs (:mod:`iclnb.ops.sweep`), ``iclnb summarize`` drafts a
 run's ``summary.md`` (:mod:`iclnb.ops.summarize`), ``iclnb log`` logs a finished run to Weights & Biases
@@ -78,9 +80,74 @@ def _kernel_and_language(path: Path) -> tuple[str | None, str | None]:
     return kernel, None if has_language else "python"
 
 
-def _kernel_manager_class():
-    """A kernel manager that talks to its kernel over unix sockets in a private directory: no TCP ports opened, and
-    no warning about unencrypted TCP in every run's log."""
+class _KernelLog:
+    """The kernel process's own stderr (its log; the notebook's output reaches us through papermill), for the
+    duration of a ``with`` block: a pipe copied to our stderr as it comes, until iclnb is interrupted (SIGINT). The
+    kernel's shutdown then races the interrupted cell's reply and can only report sockets closed under it, and
+    papermill and asyncio report the kernel's end (one of them when the process exits), so from the interrupt on
+    those are dropped and the resume line stands alone."""
+
+    LOGGERS = ("papermill", "asyncio")
+
+    def __init__(self):
+        import threading
+
+        self._read_fd, self.fd = os.pipe()
+        self._silenced = threading.Event()
+        self._copier = threading.Thread(target=self._copy, name="iclnb-kernel-log", daemon=True)
+        self._replaced_handler = None
+
+    def _copy(self):
+        import codecs
+
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        with os.fdopen(self._read_fd, "rb", buffering=0) as pipe:
+            for chunk in iter(lambda: pipe.read(1 << 16), b""):
+                if not self._silenced.is_set():
+                    sys.stderr.write(decoder.decode(chunk))
+                    sys.stderr.flush()
+
+    def _interrupted(self, signum, frame):
+        self._silenced.set()
+        self._replaced_handler(signum, frame)
+
+    def filter(self, record) -> bool:
+        """As a logging filter of :attr:`LOGGERS`: nothing once interrupted."""
+        return not self._silenced.is_set()
+
+    def __enter__(self) -> "_KernelLog":
+        import logging
+        import signal
+        import threading
+
+        self._copier.start()
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
+        handler = signal.getsignal(signal.SIGINT)
+        # SIGINT is Python's to handle only in the main thread, and only where it is not ignored
+        if threading.current_thread() is threading.main_thread() and callable(handler):
+            self._replaced_handler = handler
+            signal.signal(signal.SIGINT, self._interrupted)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Restore the SIGINT handler and stop copying once the kernel has gone (what it wrote last is copied
+        first)."""
+        import logging
+        import signal
+
+        if self._replaced_handler is not None:
+            signal.signal(signal.SIGINT, self._replaced_handler)
+        os.close(self.fd)
+        self._copier.join(timeout=5)
+        if not self._silenced.is_set():  # once interrupted, asyncio still reports the cut cell at exit
+            for name in self.LOGGERS:
+                logging.getLogger(name).removeFilter(self)
+
+
+def _kernel_manager_class(log: _KernelLog):
+    """A kernel manager that talks to its kernel over unix sockets in a private directory (no TCP ports opened, and
+    no warning about unencrypted TCP in every run's log) and gives the kernel ``log`` as its stderr."""
     import atexit
     import shutil
     import tempfile
@@ -95,6 +162,10 @@ def _kernel_manager_class():
             super().__init__(**kwargs)
             self.transport = "ipc"
             self.ip = str(Path(sockets) / "kernel")
+
+        async def start_kernel(self, **kw):
+            kw.setdefault("stderr", log.fd)
+            return await super().start_kernel(**kw)
 
     return LocalSocketKernelManager
 
@@ -171,10 +242,11 @@ def cmd_run(args) -> int:
     try:
         # the kernel's stdout/stderr are copied raw to ours (log_output would route them through logging, one
         # record per chunk, breaking carriage-return progress lines)
-        papermill.execute_notebook(str(nb_path), str(target), parameters=parameters, kernel_name=kernel,
-                                   language=language, progress_bar=False, log_output=False, stdout_file=sys.stdout,
-                                   stderr_file=sys.stderr, cwd=str(nb_path.parent),
-                                   kernel_manager_class=_kernel_manager_class())
+        with _KernelLog() as kernel_log:
+            papermill.execute_notebook(str(nb_path), str(target), parameters=parameters, kernel_name=kernel,
+                                       language=language, progress_bar=False, log_output=False,
+                                       stdout_file=sys.stdout, stderr_file=sys.stderr, cwd=str(nb_path.parent),
+                                       kernel_manager_class=_kernel_manager_class(kernel_log))
     except PapermillExecutionError as e:
         kept = _keep_failed(target, out_nb, finished)
         print(f"{PROG}: error: {exp.name} failed: {e.ename}: {e.evalue}", file=sys.stderr)
@@ -277,7 +349,7 @@ def cmd_sweep(args) -> int:
     _notebook_path(exp)
     if args.max_parallel < 1:
         raise UsageError(f"--max-parallel must be at least 1, got {args.max_parallel}")
-    grid = sweep.parse_grid(list(args.param or []), args.grid)
+    grid = sweep.parse_grid(exp.params, list(args.param or []), args.grid)
     if not grid:
         raise UsageError("the grid is empty: give parameter values with -p NAME v1,v2 or a grid file with --grid")
     runs = sweep.expand(exp, grid)  # every value checked before anything starts
@@ -307,22 +379,80 @@ def cmd_sweep(args) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
+    """A parser whose mistakes are UsageErrors (one line, exit 2), which knows its option words (``-o``, ``--log``)
+    and its subcommands' parsers (``commands``)."""
+
+    def __init__(self, *args, **kwargs):
+        self.option_words: set[str] = set()
+        self.commands: dict[str, _Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        self.option_words.update(action.option_strings)
+        return action
+
     def error(self, message):
         self.print_usage(sys.stderr)
         raise UsageError(message)
 
 
+def _name_value(text: str) -> tuple[str, str]:
+    """The (NAME, VALUE) of one ``-p NAME=VALUE`` (what :func:`_joined_params` makes of ``-p NAME VALUE``)."""
+    name, equals, value = text.partition("=")
+    if not name.strip():
+        raise argparse.ArgumentTypeError(f"'{text}' names no parameter; give -p NAME VALUE or -p NAME=VALUE")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"parameter {name} has no value; give -p {name} VALUE or -p {name}=VALUE")
+    return name.strip(), value
+
+
+def _joined_params(argv: list[str], parser: _Parser) -> list[str]:
+    """``argv`` with each ``-p NAME VALUE`` (or ``-p NAME=VALUE``) of a command that takes ``-p`` as the one word
+    ``--param=NAME=VALUE``, so that argparse takes a VALUE starting with a minus sign (``-p layers -2,-1``) for the
+    value it is, not for an option. A word that is one of the command's options (``-o``, ``--log``) is never taken
+    for a NAME or VALUE."""
+    at = next((i for i, word in enumerate(argv) if not word.startswith("-")), None)
+    command = parser.commands.get(argv[at]) if at is not None else None
+    if command is None or "--param" not in command.option_words:
+        return list(argv)
+
+    def is_option(word):
+        return word.startswith("--") or word[:2] in command.option_words
+
+    out, i = list(argv[:at + 1]), at + 1
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            out += argv[i:]
+            break
+        if word in ("-p", "--param") and i + 1 < len(argv) and not is_option(argv[i + 1]):
+            name = argv[i + 1]
+            if "=" not in name and i + 2 < len(argv) and not is_option(argv[i + 2]):
+                out.append(f"--param={name}={argv[i + 2]}")
+                i += 3
+            else:  # NAME=VALUE, or a NAME without a value (refused by _name_value with the right spelling)
+                out.append(f"--param={name}")
+                i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Run and inspect the iclnb experiment notebooks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.commands = sub.choices
 
     p = sub.add_parser("list", help="list the experiments and their parameters")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="execute an experiment notebook with papermill into its results directory")
     p.add_argument("experiment", help="notebook name (see `iclnb list`)")
-    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                   help="set a parameter (repeatable); lists as comma-separated values")
+    p.add_argument("-p", "--param", action="append", type=_name_value, metavar="NAME VALUE",
+                   help="set a parameter (repeatable), also spelled -p NAME=VALUE; lists as comma-separated values, "
+                   "which may start with a minus sign (-p layers -2,-1)")
     p.add_argument("-o", "--output", metavar="DIR", help="results directory (default results/<experiment>)")
     p.add_argument("--log", metavar="PROJECT", help="log the finished run to this Weights & Biases project "
                    "(offline without an account; sets ICLNB_WANDB_PROJECT)")
@@ -336,9 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run an experiment over a grid of parameter values, one results directory per "
                        "run, here or on a Slurm cluster")
     p.add_argument("experiment", help="notebook name (see `iclnb list`)")
-    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUES"),
-                   help="the values of a parameter, separated by commas (repeatable); list-valued parameters go in a "
-                   "grid file")
+    p.add_argument("-p", "--param", action="append", type=_name_value, metavar="NAME VALUES",
+                   help="the values of a parameter, separated by commas (repeatable), also spelled -p NAME=VALUES; "
+                   "values the parameter reads alike are one run; list-valued parameters go in a grid file")
     p.add_argument("--grid", metavar="FILE", help="YAML or JSON grid file {name: [values]} (a value that is a list "
                    "is one value of a list parameter; a value that is not a list is fixed)")
     p.add_argument("-o", "--output", metavar="SWEEP_DIR", help="sweep directory (default "
@@ -382,7 +512,8 @@ def sweep_executors():
 
 def main(argv=None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(_joined_params(sys.argv[1:] if argv is None else list(argv), parser))
         return args.func(args)
     except (UsageError, IclnbError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

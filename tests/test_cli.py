@@ -17,7 +17,8 @@ MODULE = '''\
 from iclnb.experiments.params import Bool, Float, Int, IntList, Str, OUTPUT_DIR, declare
 PARAMS = declare(Int("n", 3, "number of work units"), Str("name", "x", "a label"),
                  Float("ratio", 0.5, "a ratio", min=0.0), Bool("flag", False, "a flag"),
-                 IntList("layers", "0,5", "which layers", min=0), OUTPUT_DIR)
+                 IntList("layers", "0,5", "which layers", min=0), Int("parts", 1, "parts of each unit", max="n"),
+                 OUTPUT_DIR)
 PRESETS = {"tiny_big": {"n": 6}}
 '''
 
@@ -36,6 +37,10 @@ for i in range(p.n):
     if i not in done:
         done[i] = i * p.ratio
 print("units done:", len(done))
+if os.environ.get("TINY_SLEEP"):
+    import time
+    print("sleeping", flush=True)
+    time.sleep(float(os.environ["TINY_SLEEP"]))
 run.finish({"sum": sum(done[i] for i in range(p.n)), "layers": p.layers, "flag": p.flag, "name": p.name}, model="none")
 '''
 
@@ -86,17 +91,19 @@ def test_list_shows_the_declarations(notebooks, capsys):
     assert "n int = 3 # number of work units [integer >= 1]" in lines
     assert "n int = 6 # number of work units [integer >= 1]" in lines  # the preset's default
     assert 'layers str = "0,5" # which layers [comma-separated integers >= 0]' in lines
+    assert "parts int = 1 # parts of each unit [integer in [1, n]]" in lines  # a bound another parameter sets
 
 
 def test_run_succeeds_then_status(notebooks, tmp_path, capsys):
     out = tmp_path / "out"
-    code = cli.main(["run", "tiny", "-p", "n", "4", "-p", "layers", "1,2", "-p", "flag", "true", "-o", str(out)])
+    code = cli.main(["run", "tiny", "-p", "n", "4", "-p", "layers=1,2", "--param", "flag", "true", "-o", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert str(out) in captured.out and "results.json" in captured.out and "tiny.ipynb" in captured.out
     assert "units done: 4" in captured.out  # the kernel's output streams through
     doc = read_json(out / "results.json")
     assert doc["results"] == {"sum": 3.0, "layers": [1, 2], "flag": True, "name": "x"}
+    assert doc["experiment"] == "tiny"  # results.json says which experiment made it, as config.json does
     assert read_json(out / "config.json")["params"]["layers"] == [1, 2]
     assert read_json(out / "config.json")["params"]["output_dir"] == str(out)
     assert (out / "tiny.ipynb").exists() and not (out / ".lock").exists()
@@ -312,3 +319,67 @@ def test_status_names_a_damaged_results_file_and_survives_a_closed_pipe(tmp_path
     stderr = proc.stderr.read()
     proc.wait(timeout=120)
     assert proc.returncode == 0 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_a_value_may_start_with_a_minus_sign(notebooks, tmp_path, capsys):
+    """`-p NAME VALUE` and `-p NAME=VALUE` take any VALUE, "-2,-1" included: the declaration judges it, not argparse."""
+    out = tmp_path / "o"
+    for spelling in (["-p", "layers", "-2,-1"], ["-p", "layers=-2,-1"], ["--param=layers=-2,-1"]):
+        assert cli.main(["run", "tiny", *spelling, "-o", str(out)]) == 2
+        assert error_line(capsys) == "iclnb: error: parameter layers must be at least 0, got -2"
+    assert cli.main(["run", "tiny", "-p", "n", "-o", str(out)]) == 2  # a NAME without its VALUE
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "iclnb: error: argument -p/--param: parameter n has no value; give -p n VALUE or -p n=VALUE"
+    assert not out.exists()
+
+
+def test_negative_layers_pass_the_checks_of_a_real_experiment(tmp_path, capsys):
+    taken = tmp_path / "file"
+    taken.write_text("")
+    # every parameter passes its check; only then is the output path refused
+    assert cli.main(["run", "css_basic", "-p", "layers", "-2,-1", "-p", "n_contexts", "4", "-o", str(taken)]) == 2
+    assert "is a file" in error_line(capsys)
+    assert cli.main(["sweep", "css_basic", "-p", "layers", "-2,-1", "--dry-run", "-o", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "-p layers -2\n" in out and "-p layers -1\n" in out and "2 runs (dry run" in out
+
+
+def test_a_bound_set_by_another_parameter_is_the_one_listed_and_checked(notebooks, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert cli.main(["run", "tiny", "-p", "parts", "4", "-o", str(out)]) == 2
+    assert error_line(capsys) == "iclnb: error: parameter parts must be at most n (3), got 4"
+    taken = tmp_path / "file"
+    taken.write_text("")
+    assert cli.main(["run", "tiny_big", "-p", "parts", "4", "-o", str(taken)]) == 2  # the preset's n = 6 admits it
+    assert "is a file" in error_line(capsys)
+    assert cli.main(["sweep", "tiny", "-p", "n", "4,3", "-p", "parts", "4", "--dry-run", "-o", str(out)]) == 2
+    assert error_line(capsys) == "iclnb: error: parameter parts must be at most n (3), got 4 (in the run n=3)"
+    assert not out.exists()
+
+
+def test_ctrl_c_prints_only_the_resume_line(notebooks, tmp_path):
+    """SIGINT while the notebook runs: the kernel's shutdown noise (zmq's "Socket operation on non-socket",
+    "Kernel died") is dropped; the one line says how to resume, and the checkpoints and the lock are left sound."""
+    import signal
+    import subprocess
+
+    (tmp_path / "code" / "sitecustomize.py").write_text(
+        "import iclnb.experiments as _e\nfrom iclnb.experiments import Experiment as _E\n"
+        "_e.registry = lambda: {'tiny': _E('tiny', 'tiny', 'tiny', {})}\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "iclnb", "run", "tiny", "-o", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TINY_SLEEP": "60"},
+                            start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("sleeping"):
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        f"running tiny -> {out}",
+        f"iclnb: interrupted; rerun the same command to resume from the checkpoints in {out}"], stderr
+    assert len(read_json(out / "checkpoint_units.json")["items"]) == 3 and not (out / ".lock").exists()

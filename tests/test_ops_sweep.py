@@ -10,6 +10,7 @@ import pytest
 from iclnb import cli
 from iclnb.core.errors import IclnbError
 from iclnb.experiments import Experiment
+from iclnb.experiments.params import OUTPUT_DIR, Bool, Float, Int, IntList, declare
 from iclnb.ops import sweep
 from iclnb.results.io import read_json
 from tests import test_cli as cli_tests
@@ -29,21 +30,58 @@ def tiny(notebooks, tmp_path):
     return notebooks
 
 
+DECLARATION = declare(Int("n", 3, "units"), Float("ratio", 0.5, "a ratio"), Bool("flag", False, "a flag"),
+                      IntList("layers", "0,5", "layers", min=0), Int("seed", 42, "seed", min=0), OUTPUT_DIR)
+
+
 def test_grid_from_the_command_line_and_a_file(tmp_path):
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text("layers: [[0, 5], '1,2']\nflag: true\nn: [1, 2]\n")
-    grid = sweep.parse_grid([("n", "3, 4"), ("ratio", "0.5")], grid_file)
+    grid = sweep.parse_grid(DECLARATION, [("n", "3, 4"), ("ratio", "0.5")], grid_file)
     assert grid == {"layers": ["0,5", "1,2"], "flag": ["true"], "n": ["3", "4"], "ratio": ["0.5"]}
     (tmp_path / "grid.json").write_text(json.dumps({"seed": [1, 2]}))
-    assert sweep.parse_grid([], tmp_path / "grid.json") == {"seed": ["1", "2"]}
+    assert sweep.parse_grid(DECLARATION, [], tmp_path / "grid.json") == {"seed": ["1", "2"]}
     with pytest.raises(IclnbError, match="cannot be swept"):
-        sweep.parse_grid([("output_dir", "a,b")])
-    with pytest.raises(IclnbError, match="repeats the value"):
-        sweep.parse_grid([("n", "1,1")])
+        sweep.parse_grid(DECLARATION, [("output_dir", "a,b")])
     with pytest.raises(IclnbError, match="empty value"):
-        sweep.parse_grid([("n", "1,")])
+        sweep.parse_grid(DECLARATION, [("n", "1,")])
     with pytest.raises(IclnbError, match="given twice"):
-        sweep.parse_grid([("n", "1"), ("n", "2")])
+        sweep.parse_grid(DECLARATION, [("n", "1"), ("n", "2")])
+
+
+def test_the_values_of_a_parameter_are_a_set_as_a_list_parameter_is(tmp_path):
+    """One rule (params.distinct) for a run's list and a sweep's values: what the parameter reads alike is one."""
+    assert DECLARATION.validate({"layers": "5,0,5"}).layers == [0, 5]  # the run's list rule
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("layers: [[0, 5], [5, 0, 5], '0,5', [1]]\n")
+    assert sweep.parse_grid(DECLARATION, [("n", "2, 2, 02, 3"), ("flag", "true,yes")], grid_file) == {
+        "layers": ["0,5", "1"], "n": ["2", "3"], "flag": ["true"]}
+    assert sweep.parse_grid(DECLARATION, [("n", "2,two,two")]) == {"n": ["2", "two"]}  # refused by expand
+
+
+def test_a_grid_file_that_cannot_be_parsed_is_refused_with_its_line_and_column(tiny, tmp_path, capsys):
+    bad = tmp_path / "grid.yaml"
+    bad.write_text("n: [1, 2]\nlayers: [[0, 5]\nseed: 1\n")
+    out = tmp_path / "sweep"
+    assert cli.main(["sweep", "tiny", "--grid", str(bad), "-o", str(out)]) == 2
+    line = cli_tests.error_line(capsys)
+    assert line == f"iclnb: error: grid file {bad} cannot be read: line 3, column 1: expected ',' or ']', but got " \
+        f"'<scalar>'"
+    bad_json = tmp_path / "grid.json"
+    bad_json.write_text('{"n": [1, 2],\n "seed": [1,, 2]}')
+    assert cli.main(["sweep", "tiny", "--grid", str(bad_json), "-o", str(out)]) == 2
+    assert cli_tests.error_line(capsys) == (f"iclnb: error: grid file {bad_json} cannot be read: line 2, column 13: "
+                                            f"Expecting value")
+    assert not out.exists()
+
+
+def test_a_repeated_value_is_one_run_through_the_cli(tiny, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("layers: [[10, 10], [10]]\n")
+    assert cli.main(["sweep", "tiny", "-p", "n", "2,2,02", "--grid", str(grid), "--dry-run", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"{out / 'run'}: -p layers 10,10 -p n 2", "1 runs (dry run: nothing written)"]
 
 
 def test_run_names_are_readable_safe_and_stable():

@@ -63,6 +63,31 @@ def test_values_are_checked_and_normalised():
         p.n = 3
 
 
+def test_a_bound_may_be_another_parameter_and_is_listed_as_checked():
+    from iclnb.experiments.params import Limit, distinct
+
+    decl = declare(Int("n_words", 15, "words", min=4), Int("n_clusters", 3, "clusters", min=2, max="n_words - 1"),
+                   Float("share", 0.5, "a share", min=0.0, max="n_words"),
+                   IntList("points", "5,10", "points", min=0, max="n_words + 2"))
+    assert [p.describe for p in decl.params] == [
+        "integer >= 4", "integer in [2, n_words - 1]", "number in [0.0, n_words]",
+        "comma-separated integers in [0, n_words + 2]"]
+    assert decl.validate({"n_words": 6, "n_clusters": 5, "points": "8,0,8"}).points == [0, 8]
+    for bad, message in [({"n_words": 6, "n_clusters": 6},
+                          "parameter n_clusters must be at most n_words - 1 (5), got 6"),
+                         ({"n_clusters": 1}, "parameter n_clusters must be at least 2, got 1"),
+                         ({"points": "5,18"}, "parameter points must be at most n_words + 2 (17), got 18")]:
+        with pytest.raises(IclnbError) as refused:
+            decl.validate(bad)
+        assert str(refused.value) == message
+    assert Limit.parse("n1-1") == Limit("n1", -1) and str(Limit.parse(" n1 + 0.5 ")) == "n1 + 0.5"
+    with pytest.raises(ValueError, match="bounded by n_nodes, which is not declared"):
+        declare(Int("k", 2, "k", max="n_nodes"))
+    with pytest.raises(ValueError, match="names a parameter"):
+        Int("k", 2, "k", max="2 * n")
+    assert distinct([3, 1, 3, 2, 1]) == [3, 1, 2] and distinct(["a", "A"], key=str.lower) == ["a"]
+
+
 def test_layer_spellings():
     assert layer_index(-1, 18) == 17 and layer_index("-2", 18) == 16 and layer_index("layer_3", 18) == 3
     assert layer_index("embed", 18) == "embed"

@@ -4,28 +4,60 @@ An experiment module declares ``PARAMS = declare(Int("n_contexts", 100, "context
 declaration:
 
 * the notebook's ``parameters`` cell holds exactly these names with these defaults (a test compares them);
-* ``iclnb list`` prints it; ``iclnb run -p NAME VALUE`` converts and checks each value against it before anything
-  starts;
+* ``iclnb list`` prints it, the accepted values in words made from the same bounds and choices the check uses;
+  ``iclnb run -p NAME VALUE`` converts and checks each value against it before anything starts;
 * :meth:`Declaration.validate` turns the notebook's values into :class:`Values` (checked, normalised: lists parsed,
   strings stripped) before any model is loaded, and ``config.json`` records every declared parameter.
 
 A default is written once, in the declaration. The parameters every experiment shares (``model``, ``dtype``,
 ``output_dir``, ``seed``, ``n_boot``, ``n_perm``) are declared once below and reused; ``Layers(default)`` gives the
 ``layers`` parameter with an experiment's own default.
+
+A bound may be another parameter, with an offset: ``Int("n_clusters", 3, "...", min=2, max="n_words - 1")`` is
+checked against the run's ``n_words`` once every parameter has its value, and listed as "integer in [2, n_words - 1]".
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from iclnb.core.errors import IclnbError
 from iclnb.core.layers import check_layers_spec
 
-__all__ = ["Param", "Int", "Float", "Bool", "Str", "Choice", "IntList", "StrList", "Layers", "declare",
-           "Declaration", "Values", "MODEL", "DTYPE", "OUTPUT_DIR", "SEED", "N_BOOT", "N_PERM", "MAX_CONTEXTS",
-           "LOG"]
+__all__ = ["Param", "Limit", "Int", "Float", "Bool", "Str", "Choice", "IntList", "StrList", "Layers", "declare",
+           "Declaration", "Values", "distinct", "MODEL", "DTYPE", "OUTPUT_DIR", "SEED", "N_BOOT", "N_PERM",
+           "MAX_CONTEXTS", "LOG"]
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A bound that another parameter sets: ``Limit.parse("n_words - 1")`` is the run's ``n_words`` minus 1."""
+
+    name: str
+    offset: float = 0
+
+    _SPELLING = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:([+-])\s*(\d+(?:\.\d*)?))?\s*$")
+
+    @classmethod
+    def parse(cls, text: str) -> "Limit":
+        match = cls._SPELLING.match(text)
+        if not match:
+            raise ValueError(f"a bound names a parameter, optionally with an offset (\"n_words - 1\"); got {text!r}")
+        name, sign, number = match.groups()
+        offset = 0 if number is None else (float(number) if "." in number else int(number))
+        return cls(name, -offset if sign == "-" else offset)
+
+    def of(self, values):
+        """The bound's value among the run's checked ``values``."""
+        return values[self.name] + self.offset
+
+    def __str__(self) -> str:
+        if not self.offset:
+            return self.name
+        return f"{self.name} {'-' if self.offset < 0 else '+'} {abs(self.offset)}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +71,8 @@ class Param:
     kind: type = str
     check: Callable[[str, Any], Any] | None = field(default=None, compare=False, repr=False)
     describe: str = ""  # the accepted values in words, for `iclnb list` (e.g. "integer >= 1")
+    #: bounds that other parameters set, as ("min" | "max", Limit); checked by Declaration.validate
+    limits: tuple = field(default=(), compare=False)
 
     def normalise(self, value):
         value = self.coerce(value)
@@ -78,6 +112,15 @@ class Param:
             return ""
         return str(value).strip()
 
+    def check_limits(self, value, values) -> None:
+        """Refuse ``value`` (one number, or each number of a list) outside the bounds other parameters set."""
+        for side, limit in self.limits:
+            bound = limit.of(values)
+            for number in value if isinstance(value, list) else [value]:
+                if (number < bound) if side == "min" else (number > bound):
+                    word = "at least" if side == "min" else "at most"
+                    raise IclnbError(f"parameter {self.name} must be {word} {limit} ({bound}), got {number}")
+
     @property
     def kind_name(self) -> str:
         return self.kind.__name__
@@ -95,6 +138,13 @@ def _range_check(kind, minimum=None, maximum=None):
     return check
 
 
+def _split_bounds(minimum, maximum):
+    """(numeric minimum, numeric maximum, limits): a bound given as a parameter's name becomes a :class:`Limit`."""
+    limits = tuple((side, Limit.parse(bound)) for side, bound in (("min", minimum), ("max", maximum))
+                   if isinstance(bound, str))
+    return (None if isinstance(minimum, str) else minimum, None if isinstance(maximum, str) else maximum, limits)
+
+
 def _bounds(minimum, maximum) -> str:
     if minimum is not None and maximum is not None:
         return f" in [{minimum}, {maximum}]"
@@ -104,11 +154,15 @@ def _bounds(minimum, maximum) -> str:
 
 
 def Int(name, default, help, min=1, max=None) -> Param:  # noqa: A002
-    return Param(name, default, help, int, _range_check(int, min, max), f"integer{_bounds(min, max)}")
+    """An integer; ``min`` and ``max`` are numbers or another parameter's name with an offset ("n_words - 1")."""
+    low, high, limits = _split_bounds(min, max)
+    return Param(name, default, help, int, _range_check(int, low, high), f"integer{_bounds(min, max)}", limits)
 
 
 def Float(name, default, help, min=None, max=None) -> Param:  # noqa: A002
-    return Param(name, default, help, float, _range_check(float, min, max), f"number{_bounds(min, max)}")
+    """A finite number; bounds as for :func:`Int`."""
+    low, high, limits = _split_bounds(min, max)
+    return Param(name, default, help, float, _range_check(float, low, high), f"number{_bounds(min, max)}", limits)
 
 
 def Bool(name, default, help) -> Param:
@@ -133,9 +187,24 @@ def _split(value) -> list[str]:
     return [p.strip() for p in str(value).replace(" ", ",").split(",") if p.strip()]
 
 
+def distinct(values, key=None) -> list:
+    """``values`` without repeats, the first of each kept, in order: the rule for every list of values that stands
+    for a set (a list parameter's numbers or names, the values a sweep gives one parameter). ``key(value)`` says
+    which values are the same (default: equal values)."""
+    seen, out = set(), []
+    for value in values:
+        k = value if key is None else key(value)
+        if k not in seen:
+            seen.add(k)
+            out.append(value)
+    return out
+
+
 def IntList(name, default, help, min=1, max=None, unique_sorted=True) -> Param:  # noqa: A002
-    """A comma-separated list of integers ("10,20,50"); normalised to a sorted list without repeats."""
-    bound = _range_check(int, min, max)
+    """A comma-separated list of integers ("10,20,50"); normalised to a sorted list without repeats (with
+    ``unique_sorted=False``, as given). Bounds apply to every number, as for :func:`Int`."""
+    low, high, limits = _split_bounds(min, max)
+    bound = _range_check(int, low, high)
 
     def check(n, value):
         parts = _split(value)
@@ -148,14 +217,14 @@ def IntList(name, default, help, min=1, max=None, unique_sorted=True) -> Param: 
             except ValueError:
                 raise IclnbError(f"parameter {n} expects comma-separated integers, got {part!r} in {value!r}") from None
             out.append(bound(n, number))
-        return sorted(set(out)) if unique_sorted else out
-    return Param(name, default, help, str, check, f"comma-separated integers{_bounds(min, max)}")
+        return sorted(distinct(out)) if unique_sorted else out
+    return Param(name, default, help, str, check, f"comma-separated integers{_bounds(min, max)}", limits)
 
 
 def StrList(name, default, help, options=None, allow_empty=False) -> Param:
     """A comma-separated list of names; with ``options``, a subset of them (order kept, repeats dropped)."""
     def check(n, value):
-        parts = list(dict.fromkeys(_split(value)))
+        parts = distinct(_split(value))
         if not parts and allow_empty and str(value).strip():
             raise IclnbError(f"parameter {n} holds no names (got {value!r}); leave it empty for the default or give "
                              f"comma-separated names")
@@ -175,7 +244,7 @@ def StrList(name, default, help, options=None, allow_empty=False) -> Param:
 def Layers(default="default", help="blocks to measure: \"default\" (0, L/4, L/2, 3L/4, L-1), \"all\", or e.g. "
            "\"0,5,-1\"; negatives count from the end, \"embed\" is the embeddings") -> Param:
     return Param("layers", default, help, str, lambda n, v: check_layers_spec(v),
-                 "all, default, or comma-separated indices")
+                 "all, default, or comma-separated block indices and embed (negatives count from the end)")
 
 
 # ------------------------------------------------------------------------------------------ the common parameters
@@ -252,6 +321,10 @@ class Declaration:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"parameters declared twice: {repeated}")
+        for p in self.params:
+            for _, limit in p.limits:
+                if limit.name not in names:
+                    raise ValueError(f"parameter {p.name} is bounded by {limit.name}, which is not declared")
 
     @property
     def names(self) -> list[str]:
@@ -274,11 +347,15 @@ class Declaration:
         return {p.name: namespace.get(p.name, p.default) for p in self.params}
 
     def validate(self, values: dict) -> Values:
-        """Check every value (unknown names are refused) and return the normalised :class:`Values`."""
+        """Check every value (unknown names are refused), then the bounds that parameters set for each other, and
+        return the normalised :class:`Values`."""
         unknown = sorted(set(values) - set(self.names))
         if unknown:
             raise IclnbError(f"unknown parameter(s) {', '.join(unknown)}; valid parameters: {', '.join(self.names)}")
-        return Values({p.name: p.normalise(values.get(p.name, p.default)) for p in self.params})
+        checked = {p.name: p.normalise(values.get(p.name, p.default)) for p in self.params}
+        for p in self.params:
+            p.check_limits(checked[p.name], checked)
+        return Values(checked)
 
     def parameters_cell(self) -> str:
         """The source of the notebook's ``parameters`` cell: one line per parameter with its meaning."""

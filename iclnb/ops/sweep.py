@@ -7,7 +7,9 @@ results directory inside the sweep directory.
 * ``-p NAME v1,v2``: the values of one parameter (a comma separates values). A parameter whose value is itself a
   list (``context_lengths``, ``layers``) takes its values from a grid file (YAML or JSON): ``{name: [values]}``,
   each value a list or a comma-separated string (``context_lengths: [[6, 10], [20, 50]]``); a value that is not a
-  list is fixed for every run.
+  list is fixed for every run. The values of a parameter are a set, as a list parameter's numbers are
+  (:func:`iclnb.experiments.params.distinct`): two values that the parameter reads alike (``2`` and ``02``,
+  ``[10, 20]`` and ``[20, 10, 10]``) are one run.
 * Every combination is checked against the experiment's declaration before anything starts.
 * Each run's directory is named from the parameters that vary, sorted by name (``n_contexts=10__seed=1``): readable,
   filesystem-safe and stable, so a rerun of the same sweep finds its runs. Finished runs are skipped, interrupted
@@ -34,6 +36,7 @@ import time
 from pathlib import Path
 
 from iclnb.core.errors import IclnbError
+from iclnb.experiments.params import distinct
 from iclnb.results.io import read_json, write_json
 from iclnb.results.run import CONFIG_NAME, RESULTS_NAME, lock_holder
 
@@ -64,29 +67,54 @@ def _text(value) -> str:
     return str(value)
 
 
+def _grid_file_error(path: Path, error: Exception) -> str:
+    """Why a grid file cannot be parsed, with the line and column where the parser stopped."""
+    mark = getattr(error, "problem_mark", None)  # yaml.MarkedYAMLError
+    if mark is not None:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        return f"grid file {path} cannot be read: line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    if isinstance(error, json.JSONDecodeError):
+        return f"grid file {path} cannot be read: line {error.lineno}, column {error.colno}: {error.msg}"
+    return f"grid file {path} cannot be read: {(str(error).splitlines() or [type(error).__name__])[0]}"
+
+
 def _read_grid_file(path) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise IclnbError(f"grid file {path} does not exist")
-    text = path.read_text()
     try:
+        text = path.read_text()
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except Exception as e:  # yaml.YAMLError, json.JSONDecodeError
-        raise IclnbError(f"grid file {path} cannot be read: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError
+        raise IclnbError(_grid_file_error(path, e)) from None
     if not isinstance(data, dict) or not data:
         raise IclnbError(f"grid file {path} must map parameter names to values (a list of values to sweep, or one "
                          f"fixed value)")
     return data
 
 
-def parse_grid(pairs=(), grid_file=None) -> dict[str, list[str]]:
+def _reading(param):
+    """What a value text means to ``param`` (the key under which two spellings of one value are the same); a text it
+    refuses stands for itself here and is refused, with the run that holds it, by :func:`expand`."""
+    def key(text):
+        try:
+            return "value", repr(param.normalise(text))
+        except IclnbError:
+            return "text", text
+    return key
+
+
+def parse_grid(declaration, pairs=(), grid_file=None) -> dict[str, list[str]]:
     """``{name: [value texts]}`` from a grid file and ``-p NAME v1,v2`` pairs (in that order; ``-p`` replaces a
-    file's entry). Refuses a parameter given twice on the command line, empty values and repeated values."""
+    file's entry), for an experiment's parameter ``declaration``. Refuses a parameter given twice on the command line
+    and empty values; the values of a parameter are a set (:func:`iclnb.experiments.params.distinct`): a value the
+    parameter reads as an earlier one is dropped."""
+
     grid: dict[str, list[str]] = {}
     if grid_file:
         for name, value in _read_grid_file(grid_file).items():
@@ -104,9 +132,8 @@ def parse_grid(pairs=(), grid_file=None) -> dict[str, list[str]]:
                              "the sweep directory (-o)")
         if not values or any(v == "" for v in values):
             raise IclnbError(f"parameter {name} has an empty value in the grid; give its values separated by commas")
-        repeated = sorted({v for v in values if values.count(v) > 1})
-        if repeated:
-            raise IclnbError(f"parameter {name} repeats the value(s) {', '.join(repeated)} in the grid")
+        if name in declaration:
+            grid[name] = distinct(values, key=_reading(declaration[name]))
     return grid
 
 
