@@ -1,6 +1,6 @@
 """Metrics over word representations: structure, collapse and the Context Sensitivity Score."""
 
-from iclnb.metrics.css import css, css_by_node, css_summary
+from iclnb.metrics.css import css, css_by_node, css_summary, node_losses
 from iclnb.metrics.structure import (
     cluster_separation,
     coherence,
@@ -33,6 +33,7 @@ __all__ = [
     "distance_correlation",
     "graph_distances",
     "neighbor_accuracy",
+    "node_losses",
     "node_means",
     "node_means_prefix",
     "null_summary",

@@ -19,7 +19,7 @@ from iclnb.core.errors import IclnbError
 from iclnb.core.arrays import as_float_array as _to_numpy
 from iclnb.stats import _check_confidence, _generator, fdr, permutation_pvalue
 
-__all__ = ["css", "css_by_node", "css_summary"]
+__all__ = ["css", "css_by_node", "css_summary", "node_losses"]
 
 
 def _inputs(losses, phi, name: str):
@@ -71,6 +71,20 @@ def css_by_node(node_losses, phi) -> np.ndarray:
     loss, f = _inputs(node_losses, phi, "node_losses")
     _, n, lc, pc = _centred(loss, f)
     return _neg_cov(n, lc, pc)
+
+
+def node_losses(walks: np.ndarray, word_loss: np.ndarray, n_nodes: int) -> np.ndarray:
+    """(K, n_nodes) mean loss over each node's occurrences in each context (NaN where absent or undefined): the
+    by-node input of :func:`css_by_node`. ``walks`` and ``word_loss`` are (K, P) node ids and word losses."""
+    k = walks.shape[0]
+    valid = ~np.isnan(word_loss)
+    sums = np.zeros((k, n_nodes))
+    counts = np.zeros((k, n_nodes))
+    rows = np.repeat(np.arange(k), walks.shape[1])
+    np.add.at(sums, (rows, walks.ravel()), np.where(valid, word_loss, 0.0).ravel())
+    np.add.at(counts, (rows, walks.ravel()), valid.ravel())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan)
 
 
 def css_summary(losses, phi, rng=None, *, n_boot: int = 1000, n_perm: int = 1000,
