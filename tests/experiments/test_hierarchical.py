@@ -11,7 +11,7 @@ import pytest
 from iclnb import graphs
 from iclnb.core.errors import IclnbError
 from iclnb.core.seeding import stream
-from iclnb.experiments.hierarchy import _common
+from iclnb.experiments.hierarchy import common
 from iclnb.experiments.hierarchy import hierarchical as exp
 from iclnb.metrics import cluster_separation, coherence, css, dirichlet_energy, node_means, separation_null
 from iclnb.metrics.levels import css_extremes, first_exceeding, level_order, phi_by_level, prefix_views
@@ -136,7 +136,7 @@ def test_walks_are_shared_by_models_and_fixed_per_context():
     graph = exp.make_graph(p)
     walks = exp.make_walks(graph, p)
     assert walks.shape == (6, 8)
-    assert np.array_equal(walks[4], _common.context_walk(graph, 8, 3, 4, p.bridge_penalty))
+    assert np.array_equal(walks[4], graphs.context_walk(graph, 8, 3, 4, bridge_penalty=p.bridge_penalty))
     more = exp.make_walks(graph, _params(n_contexts=9))
     assert np.array_equal(more[:6], walks)  # separate streams: adding contexts never changes earlier ones
 
@@ -144,13 +144,13 @@ def test_walks_are_shared_by_models_and_fixed_per_context():
 def test_measure_context_matches_direct_computation_per_prefix():
     p = _params()
     graph = exp.make_graph(p)
-    walk = _common.context_walk(graph, 8, 3, 0, p.bridge_penalty)
+    walk = graphs.context_walk(graph, 8, 3, 0, bridge_penalty=p.bridge_penalty)
     rng = np.random.default_rng(0)
     reps = {0: rng.normal(size=(8, 5)), 3: rng.normal(size=(8, 5))}
     sink = np.zeros(8, bool)
     sink[0] = True
     state = SimpleNamespace(reps=reps, sink=sink)
-    metrics, _ = _common.measure_context(state, walk, graph, [5, 8], [0, 3], _common.null_streams(3, 0))
+    metrics, _ = common.measure_context(state, walk, graph, [5, 8], [0, 3], common.null_streams(3, 0))
     for layer in (0, 3):
         for n in (5, 8):
             x, ids = reps[layer][1:n], walk[1:n]
@@ -159,7 +159,7 @@ def test_measure_context_matches_direct_computation_per_prefix():
                 lab = graph.labelings[level]
                 ref = cluster_separation(x, lab[ids])
                 assert got["levels"][level]["phi"] == pytest.approx(ref, nan_ok=True)
-                null = separation_null(x, ids, lab, n_perm=_common.N_NULL,
+                null = separation_null(x, ids, lab, n_perm=common.N_NULL,
                                        rng=stream(3, "phi_null", "", 0, n, str(layer), level))
                 if np.isfinite(null).any():
                     assert got["levels"][level]["phi_null"] == pytest.approx(np.nanmean(null))
@@ -212,7 +212,7 @@ def test_tables_summarise_the_per_context_metrics():
 def test_bad_sub_cluster_list_is_refused_in_one_line():
     p = _params(sub_cluster_sizes="5")
     with pytest.raises(IclnbError, match="at least 2 sub-clusters"):
-        exp.check(p, SimpleNamespace(close=lambda: None), exp.make_graph(p))
+        exp.check(p, None)
 
 
 # ------------------------------------------------------------------------------------------ through iclnb run (slow)

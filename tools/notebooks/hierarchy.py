@@ -24,8 +24,8 @@ from iclnb.experiments.hierarchy import hierarchical as exp, figures
 p, run, _ = start(exp, globals())
 graph = exp.make_graph(p)
 levels = exp.levels_of(graph)
-checked = exp.check(p, run, graph)  # every model found, the longest context fits each, before any work
-{name: c["layers"] for name, c in checked.items()}
+models = exp.read_models(p, graph)  # tokenizers and configs: each model's layers and tokens per word
+{name: m["layers"] for name, m in models.items()}
 """),
 ("md", "The graph: nodes coloured by super-cluster; it is drawn once from the run's graph stream. The walks come from their own streams, so every model reads the same contexts."),
 ("code", """
@@ -34,7 +34,7 @@ run.save_figure(figures.hierarchy_graph_figure(graph, levels), "graph")
 """),
 ("md", "One forward pass per batch of contexts and model gives every requested layer and the word losses; the models are loaded one at a time, and each (model, context) is checkpointed, so an interrupted run resumes where it stopped."),
 ("code", """
-measured = exp.collect(run, graph, walks, checked, p)
+measured = exp.collect(run, graph, walks, models, p)
 """),
 ("md", "Per model, layer and level: the onset N (the smallest N from which the mean of Φ − null over contexts is above 0 by a one-sided t test, also at every longer N) with its bootstrap interval, and at the largest N Φ beside its null, coherence, E_norm and max |CSS| beside its permutation null."),
 ("code", """
@@ -55,7 +55,7 @@ run.save_figure(figures.phi_by_layer_figure(tables, max(p.context_lengths), leve
 """),
 ("md", "Write `results.json` (strict JSON) and the PNG copies of the figures, and release the results directory."),
 ("code", """
-run.finish(exp.results_document(tables, graph, walks, measured, checked, p), model=",".join(p.models))
+run.finish(exp.results_document(tables, graph, walks, measured, models, p), model=",".join(p.models))
 """),
 ], {"models": "gemma-3-270m", "context_lengths": "10,20", "n_contexts": 3, "layers": "0,-1", "n_boot": 50,
     "n_perm": 50})

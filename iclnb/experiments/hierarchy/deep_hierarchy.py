@@ -16,17 +16,20 @@ import numpy as np
 
 from iclnb import graphs
 from iclnb.core.errors import IclnbError
-from iclnb.core.layers import layer_key
-from iclnb.core.progress import progress
+from iclnb.core.layers import layer_key, parse_layer_key
 from iclnb.core.seeding import stream
-from iclnb.experiments.hierarchy._common import (ci, context_walk, css_entry, energy_chance, levels_of,
-                                                 measure_context, metric_arrays, null_streams, phi_entry)
+from iclnb.experiments.hierarchy.common import (css_entry, energy_chance, levels_of, make_walks, measure_context,
+                                                metric_arrays, null_streams, phi_entry)
+from iclnb.experiments.kit import measure_contexts
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Bool, Float,
                                       Int, IntList, Layers, Str, declare)
 from iclnb.metrics import pca
 from iclnb.metrics.levels import level_order
-from iclnb.represent import represent_walks
 from iclnb.results.io import nan_array
+from iclnb.stats import mean_ci
+
+__all__ = ["PARAMS", "check_branching", "make_graph", "make_walks", "levels_of", "animation_layer", "measured_layers",
+           "check", "collect", "tables", "onset_table", "animation_frames", "results_document", "tidy_rows"]
 
 PARAMS = declare(
     MODEL,
@@ -86,32 +89,23 @@ def make_graph(p):
                             legacy_distance=p.legacy_distance)
 
 
+def animation_layer(p, model):
+    """The layer whose node means the animation shows (an index of ``model``'s layers, or ``"embed"``)."""
+    return model.layer_index(int(p.animation_layer) if p.animation_layer != "embed" else "embed")
+
+
 def measured_layers(p, model) -> list:
     """The layers measured: ``layers`` plus the animation layer."""
-    layers = model.resolve_layers(p.layers)
-    extra = model.layer_index(int(p.animation_layer) if p.animation_layer != "embed" else "embed")
-    return model.resolve_layers(list(dict.fromkeys([*layers, extra])))
+    return model.resolve_layers(list(dict.fromkeys([*model.resolve_layers(p.layers), animation_layer(p, model)])))
 
 
 def check(p, model) -> None:
     """Refuse, before any work, a branching without a hierarchy, a context that cannot fit the model, or a layer
     the model lacks."""
-    from iclnb.prompts import tokenization_report
+    from iclnb.prompts import check_fits
 
-    check_branching(p.branching)
-    graph = make_graph(p)
-    longest = max(tokenization_report(model.tokenizer, graph.words).values())
-    need = max(p.context_lengths) * longest + 1
-    if need > model.max_positions:
-        raise IclnbError(f"context length {max(p.context_lengths)} may need {need} tokens, more than the "
-                         f"{model.max_positions} {model.name} can read; use context lengths of at most "
-                         f"{(model.max_positions - 1) // longest}")
+    check_fits(model, make_graph(p).words, max(p.context_lengths))
     measured_layers(p, model)
-
-
-def make_walks(graph, p) -> np.ndarray:
-    return np.stack([context_walk(graph, max(p.context_lengths), p.seed, k, p.bridge_penalty)
-                     for k in range(p.n_contexts)])
 
 
 def collect(run, model, graph, walks: np.ndarray, p) -> dict:
@@ -119,33 +113,24 @@ def collect(run, model, graph, walks: np.ndarray, p) -> dict:
     checkpointed per batch (the animation layer's node sums of each context go to ``raw_data/node_sums_<k>.npz``
     first), so an interrupted run resumes where it stopped. Returns ``{"layers", "word_loss", "metrics", "sums",
     "counts", "animation_layer"}`` with ``sums`` (L, n, d) and ``counts`` (L, n) pooled over contexts."""
-    layers = measured_layers(p, model)
-    anim = model.layer_index(int(p.animation_layer) if p.animation_layer != "embed" else "embed")
+    layers, anim = measured_layers(p, model), animation_layer(p, model)
     lengths, levels = list(p.context_lengths), levels_of(graph)
-    store = run.checkpoint("contexts", total=p.n_contexts)
-    todo = [k for k in range(p.n_contexts) if str(k) not in store or not _sums_path(run, k).exists()]
-    batches = [todo[i : i + p.batch_size] for i in range(0, len(todo), p.batch_size)]
-    for batch in progress(batches, desc="contexts (batches)"):
-        states = represent_walks(model, [graphs.walk_words(graph, walks[k]) for k in batch], layers, loss=True,
-                                 batch_size=p.batch_size)
-        for k, state in zip(batch, states):
-            metrics, (sums, counts) = measure_context(state, walks[k], graph, lengths, layers,
-                                                      null_streams(p.seed, k), sums_layer=anim)
-            run.save_arrays(f"node_sums_{k}", sums=sums, counts=counts)
-            store[str(k)] = {"word_loss": state.word_loss, "metrics": metrics}
-        store.flush()
-    items = [store[str(k)] for k in range(p.n_contexts)]
+
+    def measure(k, walk, state):
+        metrics, (sums, counts) = measure_context(state, walk, graph, lengths, layers, null_streams(p.seed, k),
+                                                  sums_layer=anim)
+        run.save_arrays(f"node_sums_{k}", sums=sums, counts=counts)
+        return {"word_loss": state.word_loss, "metrics": metrics}
+
+    items = measure_contexts(run, model, range(p.n_contexts), lambda k: walks[k], measure, layers=layers,
+                             batch_size=p.batch_size, words=lambda walk: graphs.walk_words(graph, walk), loss=True)
     sums, counts = 0.0, 0
     for k in range(p.n_contexts):
-        with np.load(_sums_path(run, k)) as f:
+        with np.load(run.raw_data_dir / f"node_sums_{k}.npz") as f:
             sums, counts = sums + f["sums"], counts + f["counts"]
     return {"layers": layers, "word_loss": nan_array([item["word_loss"] for item in items]),
             "metrics": metric_arrays(items, layers, lengths, levels), "sums": sums, "counts": counts,
             "animation_layer": anim}
-
-
-def _sums_path(run, k: int):
-    return run.dir / "raw_data" / f"node_sums_{k}.npz"
 
 
 def tables(measured: dict, graph, walks: np.ndarray, p) -> dict:
@@ -175,13 +160,13 @@ def tables(measured: dict, graph, walks: np.ndarray, p) -> dict:
                                    "null_ci_low": e["null_ci_low"], "null_ci_high": e["null_ci_high"],
                                    "p_value": e["p_value"]},
                     "phi": e,
-                    "coherence": ci(arr["coherence"][level][:, j], p.n_boot, rng("coherence", level)),
+                    "coherence": mean_ci(arr["coherence"][level][:, j], p.n_boot, rng("coherence", level)),
                     "css_max_abs": c["extremes"]["max_abs"],
                     "css_mean_abs": c["extremes"]["mean_abs"],
                 }
                 if "by_position" in c:
                     out["css_by_position"][level][lk] = c["by_position"]
-            out["energy_norm"][f"N_{n}"][lk] = {**ci(arr["energy_norm"][:, j], p.n_boot, rng("energy")),
+            out["energy_norm"][f"N_{n}"][lk] = {**mean_ci(arr["energy_norm"][:, j], p.n_boot, rng("energy")),
                                                 "chance": chance}
         out["onset"][lk] = level_order(lengths, {level: arr["phi"][level] - arr["phi_null"][level]
                                                  for level in levels},
@@ -269,8 +254,7 @@ def tidy_rows(r, n_boot: int, seed: int) -> list:
         for nkey, per_layer in per_n.items():
             n = int(nkey[2:])
             for lk, e in per_layer.items():
-                body = lk.removeprefix("layer_")
-                layer = int(body) if body.lstrip("-").isdigit() else body
+                layer = parse_layer_key(lk)
                 s = e["separation"]
                 out.append(row("separation", layer, n, s["mean"], s["ci_low"], s["ci_high"], level))
                 f = e["phi"]

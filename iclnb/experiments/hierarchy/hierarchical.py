@@ -11,22 +11,24 @@ null (see docs/methods.md).
 
 from __future__ import annotations
 
-import gc
-
 import numpy as np
 
 from iclnb import graphs
 from iclnb.core.errors import IclnbError
-from iclnb.core.layers import layer_key
-from iclnb.core.progress import progress
+from iclnb.core.layers import layer_key, parse_layer_key
 from iclnb.core.seeding import stream
-from iclnb.experiments.hierarchy._common import (check_models, context_walk, css_entry, energy_chance, levels_of,
-                                                 measure_context, metric_arrays, null_streams, phi_entry, ci)
+from iclnb.experiments.hierarchy.common import (css_entry, energy_chance, levels_of, make_walks, measure_context,
+                                                metric_arrays, null_streams, phi_entry)
+from iclnb.experiments.kit import each_model, measure_contexts
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Float, Int,
                                       IntList, Layers, StrList, declare)
 from iclnb.metrics.levels import level_order
-from iclnb.represent import represent_walks
 from iclnb.results.io import nan_array
+from iclnb.stats import mean_ci
+
+__all__ = ["PARAMS", "make_graph", "make_walks", "levels_of", "check", "read_models", "collect", "tables",
+           "figure_layer", "summary_table", "results_document", "tidy_rows"]
+
 
 PARAMS = declare(
     StrList("models", "gemma-3-270m,smollm2-135m", "comma-separated models: embedded names, Hugging Face ids or "
@@ -59,64 +61,59 @@ def make_graph(p):
                                       probabilities=[p.p_sub, p.p_super, p.p_between])
 
 
-def make_walks(graph, p) -> np.ndarray:
-    """(K, N_max) node ids: context k's walk from its own stream, shared by every model."""
-    return np.stack([context_walk(graph, max(p.context_lengths), p.seed, k, p.bridge_penalty)
-                     for k in range(p.n_contexts)])
+def check(p, model) -> None:
+    """Refuse, before any work and with one line, sub-clusters that make the two levels one, a model that cannot be
+    found, a context that cannot fit one of the models, or a layer a model lacks (``model`` is None: the models of
+    the list are read one by one, tokenizers and configs only)."""
+    if len(p.sub_cluster_sizes) < 2:
+        raise IclnbError("sub_cluster_sizes must name at least 2 sub-clusters per super-cluster (e.g. 2,3), "
+                         "or the two levels are the same clustering")
+    read_models(p, make_graph(p))
 
 
-def check(p, run, graph) -> dict:
-    """Refuse, before any work and with one line, a model that cannot be found, a context that cannot fit one of
-    the models, or a layer a model lacks; closes the run on failure. Returns each model's layers."""
-    try:
-        if len(p.sub_cluster_sizes) < 2:
-            raise IclnbError("sub_cluster_sizes must name at least 2 sub-clusters per super-cluster (e.g. 2,3), "
-                             "or the two levels are the same clustering")
-        return check_models(p.models, graph.words, max(p.context_lengths), p.layers)
-    except BaseException:
-        run.close()
-        raise
+def read_models(p, graph) -> dict:
+    """Each model of the list read without its weights (:func:`iclnb.models.model_spec`), the longest context checked
+    against its context window: ``{name: {"layers", "tokens_per_word"}}``; one IclnbError line for the first
+    problem."""
+    from iclnb.models import model_spec
+    from iclnb.prompts import check_fits
+
+    out = {}
+    for name in p.models:
+        spec = model_spec(name)
+        report = check_fits(spec, graph.words, max(p.context_lengths))
+        out[name] = {"layers": spec.resolve_layers(p.layers), "tokens_per_word": report}
+    return out
 
 
-def _key(model: str, k: int) -> str:
-    return f"{model}|{k}"
-
-
-def collect(run, graph, walks: np.ndarray, checked: dict, p) -> dict:
-    """Run every model over every context (one model in memory at a time), checkpointed per (model, context), so
-    an interrupted run resumes where it stopped and a model whose contexts are all done is not loaded again.
-    Returns ``{model: {"layers", "word_loss" (K, N_max), "metrics": metric_arrays(...)}}``."""
+def collect(run, graph, walks: np.ndarray, models: dict, p) -> dict:
+    """Run every model over every context (one model in memory at a time, each loaded only while some of its
+    contexts are still to do), checkpointed per (model, context) so that an interrupted run resumes where it stopped.
+    ``models`` is :func:`read_models`. Returns ``{model: {"layers", "word_loss" (K, N_max), "metrics":
+    metric_arrays(...)}}``."""
     from iclnb.models import load_model
 
-    store = run.checkpoint("contexts", total=len(p.models) * p.n_contexts)
     lengths, levels = list(p.context_lengths), levels_of(graph)
-    words = [graphs.walk_words(graph, w) for w in walks]
-    out, provenance = {}, dict(run.config.get("model", {}).get("models", {}))
-    for name in p.models:
-        layers = checked[name]["layers"]
-        todo = [k for k in range(p.n_contexts) if _key(name, k) not in store]
-        if todo:
-            lm = load_model(name, dtype=p.dtype or None)
-            provenance[name] = lm.provenance()
-            run.record_model({"name": ",".join(p.models), "models": provenance})
-            batches = [todo[i : i + p.batch_size] for i in range(0, len(todo), p.batch_size)]
-            for batch in progress(batches, desc=f"{name}: contexts (batches)"):
-                states = represent_walks(lm, [words[k] for k in batch], layers, loss=True, batch_size=p.batch_size)
-                for k, state in zip(batch, states):
-                    metrics, _ = measure_context(state, walks[k], graph, lengths, layers,
-                                                 null_streams(p.seed, k, name))
-                    store[_key(name, k)] = {"word_loss": state.word_loss, "metrics": metrics}
-                store.flush()
-            del lm, states
-            gc.collect()
-            try:
-                import torch
+    provenance = dict(run.config.get("model", {}).get("models", {}))
 
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except ImportError:  # pragma: no cover
-                pass
-        items = [store[_key(name, k)] for k in range(p.n_contexts)]
+    def load(name):
+        lm = load_model(name, dtype=p.dtype or None)
+        provenance[name] = lm.provenance()
+        run.record_model({"name": ",".join(p.models), "models": provenance})
+        return lm
+
+    out = {}
+    for name, model in each_model(p.models, load):
+        layers = models[name]["layers"]
+
+        def measure(k, walk, state, name=name, layers=layers):
+            metrics, _ = measure_context(state, walk, graph, lengths, layers, null_streams(p.seed, k, name))
+            return {"word_loss": state.word_loss, "metrics": metrics}
+
+        items = measure_contexts(run, model, range(p.n_contexts), lambda k: walks[k], measure, layers=layers,
+                                 batch_size=p.batch_size, words=lambda walk: graphs.walk_words(graph, walk),
+                                 loss=True, key=lambda k, name=name: f"{name}|{k}",
+                                 total=len(p.models) * p.n_contexts, desc=f"{name}: contexts (batches)")
         out[name] = {"layers": layers, "word_loss": nan_array([item["word_loss"] for item in items]),
                      "metrics": metric_arrays(items, layers, lengths, levels)}
     return out
@@ -144,7 +141,8 @@ def tables(measured: dict, graph, walks: np.ndarray, p) -> dict:
                     phi = arr["phi"][level][:, j]
                     entry["phi"][level] = phi_entry(phi, arr["phi_null"][level][:, j], p.n_boot,
                                                     lambda what, level=level: rng("phi", level, what))
-                    entry["coherence"][level] = ci(arr["coherence"][level][:, j], p.n_boot, rng("coherence", level))
+                    entry["coherence"][level] = mean_ci(arr["coherence"][level][:, j], p.n_boot,
+                                                        rng("coherence", level))
                     c = css_entry(walks, m["word_loss"], phi, n, graph.n, p.n_boot, p.n_perm,
                                   lambda what, level=level: stream(p.seed, "css", name, n, str(layer), level, what))
                     entry["css_max_abs"][level] = c["extremes"]["max_abs"]
@@ -152,7 +150,7 @@ def tables(measured: dict, graph, walks: np.ndarray, p) -> dict:
                     entry["css_by_position"][level] = c["by_position"]
                     entry["css_by_node"][level] = c["by_node"]
                 for key in ("energy_norm", "energy_raw"):
-                    entry[key] = ci(arr[key][:, j], p.n_boot, rng(key))
+                    entry[key] = mean_ci(arr[key][:, j], p.n_boot, rng(key))
                 entry["energy_norm"]["chance"] = chance
                 model_out[f"N_{n}"][lk] = entry
             onset[lk] = level_order(lengths, {level: arr["phi"][level] - arr["phi_null"][level] for level in levels},
@@ -203,7 +201,7 @@ def _txt(v) -> str:
     return "not reached" if v is None else str(v)
 
 
-def results_document(tab: dict, graph, walks: np.ndarray, measured: dict, checked: dict, p) -> dict:
+def results_document(tab: dict, graph, walks: np.ndarray, measured: dict, models: dict, p) -> dict:
     """The ``results`` part of results.json."""
     return {
         "models": tab,
@@ -213,7 +211,7 @@ def results_document(tab: dict, graph, walks: np.ndarray, measured: dict, checke
                   "edge_probabilities": graph.extra["probabilities"]},
         "walks": [graphs.walk_words(graph, w) for w in walks],
         "word_loss": {name: m["word_loss"] for name, m in measured.items()},
-        "tokens_per_word": {name: c["tokens_per_word"] for name, c in checked.items()},
+        "tokens_per_word": {name: m["tokens_per_word"] for name, m in models.items()},
     }
 
 
@@ -230,7 +228,7 @@ def tidy_rows(r, n_boot: int, seed: int) -> list:
                 continue
             n = int(nkey[2:])
             for lk, e in per_layer.items():
-                layer = _layer(lk)
+                layer = parse_layer_key(lk)
                 for level, s in e["phi"].items():
                     cond = f"{name}/{level}"
                     out.append(row("phi", layer, n, s["mean"], s["ci_low"], s["ci_high"], cond,
@@ -246,8 +244,3 @@ def tidy_rows(r, n_boot: int, seed: int) -> list:
                 out.append(row("energy_norm", layer, n, s["mean"], s["ci_low"], s["ci_high"], name,
                                (s.get("chance"), float("nan"), float("nan"))))
     return out
-
-
-def _layer(key: str):
-    body = key.removeprefix("layer_")
-    return int(body) if body.lstrip("-").isdigit() else body

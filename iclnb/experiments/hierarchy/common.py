@@ -1,93 +1,32 @@
-"""Steps the hierarchy experiments share: models checked before any work, one longest walk per context measured at
-every context length (paired prefix design), per-context metrics per level, and their summaries with CIs."""
+"""Steps the hierarchy experiments share: one longest walk per context measured at every context length (paired
+prefix design), per-context metrics per level, and their summaries with CIs."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
 from iclnb import graphs
-from iclnb.core.errors import IclnbError
 from iclnb.core.seeding import stream
-from iclnb.experiments.css.css_basic import _node_losses
-from iclnb.metrics import css_summary, dirichlet_energy, node_means
+from iclnb.metrics import css_summary, dirichlet_energy, node_losses, node_means
 from iclnb.metrics.levels import css_extremes, phi_by_level, prefix_views
 from iclnb.results.io import nan_array
-from iclnb.stats import bootstrap_ci
+from iclnb.stats import mean_ci
 
 #: Label permutations per context, length, layer and level for Φ's node-shuffled null (their mean is the
 #: context's null).
 N_NULL = 20
 
 
-def context_walk(graph, length: int, seed: int, index: int, bridge_penalty: float) -> np.ndarray:
-    """Walk ``index`` of the run: its own stream, so it is the same for every model, in every run and on resume."""
-    return graphs.random_walk(graph, length, stream(seed, "walks", index), bridge_penalty=bridge_penalty)
+def make_walks(graph, p) -> np.ndarray:
+    """(K, N_max) node ids: context k's walk (:func:`iclnb.graphs.context_walk`, its own stream), the same for every
+    model, in every run and on resume."""
+    return np.stack([graphs.context_walk(graph, max(p.context_lengths), p.seed, k, bridge_penalty=p.bridge_penalty)
+                     for k in range(p.n_contexts)])
 
 
 def levels_of(graph) -> list[str]:
     """The graph's cluster levels, coarsest first (``level_1``, ``level_2``, ...)."""
     return sorted(graph.labelings, key=lambda name: int(name.split("_")[1]))
-
-
-# ------------------------------------------------------------------------------------------ models, before any work
-
-
-def _locate(name: str) -> tuple[str, bool]:
-    """Where transformers finds ``name`` (an embedded name's cache, a directory, or a Hub id) and whether it must
-    stay offline; one IclnbError line for a name that cannot be found."""
-    from iclnb.models.loading import (EMBEDDED_MODELS, _hub_cached, _hub_reachable, _unknown_model_message,
-                                      embedded_model_dir)
-
-    if name in EMBEDDED_MODELS:
-        return str(embedded_model_dir(name)), True
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise IclnbError(f"model directory '{name}' holds no config.json; a model directory holds config.json, "
-                             f"the tokenizer files and safetensors weights (what save_pretrained writes)")
-        return str(path), True
-    if path.exists():
-        raise IclnbError(f"model path '{name}' is a file; pass a directory holding config.json and safetensors weights")
-    cached, reachable = _hub_cached(name), _hub_reachable()
-    if not cached and not reachable:
-        raise IclnbError(_unknown_model_message(name, "no network connection to the Hugging Face Hub and no cached "
-                                                      "copy"))
-    return name, not reachable
-
-
-def check_models(names, words, longest: int, layers) -> dict:
-    """Check every model of the list before any work: each can be found, its tokenizer reads the graph's words, the
-    longest context fits its context window, and the layers exist. Returns ``{name: {"n_layers", "layers",
-    "max_positions", "tokens_per_word"}}``; raises one IclnbError line naming the first problem."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    from iclnb.core.layers import resolve_layers
-    from iclnb.models.loading import _unknown_model_message
-    from iclnb.prompts import tokenization_report
-
-    located = {name: _locate(name) for name in names}  # every name first: an unknown one stops everything
-    out = {}
-    for name, (where, offline) in located.items():
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=offline)
-            config = AutoConfig.from_pretrained(where, local_files_only=offline)
-        except (OSError, ValueError) as exc:
-            raise IclnbError(_unknown_model_message(name, str(exc).splitlines()[0] if str(exc) else
-                                                    type(exc).__name__)) from None
-        config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-        max_positions = (getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-                         or 10**9)
-        report = tokenization_report(tokenizer, words)
-        need = longest * max(report.values()) + 1
-        if need > max_positions:
-            raise IclnbError(f"context length {longest} may need {need} tokens, more than the {max_positions} {name} "
-                             f"can read; use context lengths of at most {(max_positions - 1) // max(report.values())}")
-        out[name] = {"n_layers": int(n_layers), "layers": resolve_layers(layers, int(n_layers), name),
-                     "max_positions": int(max_positions), "tokens_per_word": report}
-    return out
 
 
 # ------------------------------------------------------------------------------------------ one context
@@ -150,20 +89,14 @@ def metric_arrays(items: list, layers, lengths, levels) -> dict:
     return out
 
 
-def ci(values, n_boot: int, rng) -> dict:
-    """Mean of ``values`` over contexts with its 95% percentile bootstrap interval."""
-    mean, low, high = bootstrap_ci(np.asarray(values, dtype=float), n_resamples=n_boot, rng=rng)
-    return {"mean": mean, "ci_low": low, "ci_high": high}
-
-
 def phi_entry(phi, null, n_boot: int, rng_for) -> dict:
     """Φ of one level at one length and layer: mean with CI, its null's mean with CI, and the paired excess
     Φ − null with CI and a one-sided t-test p-value (contexts are the unit)."""
     from scipy import stats as sps
 
     phi, null = np.asarray(phi, dtype=float), np.asarray(null, dtype=float)
-    main, nul, excess = ci(phi, n_boot, rng_for("phi")), ci(null, n_boot, rng_for("null")), \
-        ci(phi - null, n_boot, rng_for("excess"))
+    main, nul, excess = (mean_ci(phi, n_boot, rng_for("phi")), mean_ci(null, n_boot, rng_for("null")),
+                         mean_ci(phi - null, n_boot, rng_for("excess")))
     d = (phi - null)[np.isfinite(phi - null)]
     p = float(sps.ttest_1samp(d, 0.0, alternative="greater").pvalue) if d.size >= 2 and np.ptp(d) > 0 else (
         float("nan") if d.size < 2 else float(d[0] <= 0))
@@ -181,7 +114,7 @@ def css_entry(walks: np.ndarray, word_loss: np.ndarray, phi: np.ndarray, n: int,
     out = {"extremes": css_extremes(loss, phi, rng_for("extremes"), n_boot=n_boot, n_perm=n_perm)}
     if by_position:
         out["by_position"] = css_summary(loss, phi, rng_for("position"), n_boot=n_boot, n_perm=n_perm)
-        out["by_node"] = css_summary(_node_losses(walks[:, :n], loss, n_nodes), phi, rng_for("node"),
+        out["by_node"] = css_summary(node_losses(walks[:, :n], loss, n_nodes), phi, rng_for("node"),
                                      n_boot=n_boot, n_perm=n_perm)
     return out
 
