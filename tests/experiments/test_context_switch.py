@@ -174,7 +174,8 @@ def test_check_refuses_bad_input_with_one_line():
     exp.check(_params(), model)
     for kw, message in [
         ({"window": 30}, "window (30) must be smaller than n1 (30)"),
-        ({"n2_values": "0,5,100000"}, "more than the 4096 fake can read; use n2 values up to"),
+        ({"n2_values": "0,5,100000"}, "n1 + the largest n2 100030 may need"),
+        ({"n2_values": "0,5,100000"}, "more than the 4096 fake can read; use at most"),
         ({"n_clusters": 15, "max_agreement": 1.0}, "H1 and H2 put the same words together"),
         ({"layers": "0,40"}, "out of range"),
     ]:
@@ -209,11 +210,18 @@ def test_one_pass_serves_every_n2_on_a_tiny_model(tiny):
     graph = exp.make_graph_pair(p, 0)
     words = exp.graphs.walk_words(graph, np.concatenate(exp.context_walks(graph, 20, 9, p.seed, 0, 0)))
     from iclnb.prompts import encode_walk
+    from iclnb.represent import represent_walks
     assert len(encode_walk(tiny.tokenizer, words)) > len(words)  # multi-token words: no word = token assumption
     layers = tiny.resolve_layers(p.layers)
-    long = exp.measure_context(tiny, graph, p, 0, 0, layers)
+
+    def measured(p):
+        walk = exp.context_walk(graph, p, 0, 0)
+        state = represent_walks(tiny, [exp.graphs.walk_words(graph, walk)], layers)[0]
+        return exp.measure_context(state, walk, graph, p, 0, 0, layers)
+
+    long = measured(p)
     for e, n2 in enumerate([0, 4, 9]):
-        short = exp.measure_context(tiny, graph, _params(n1=20, n2_values=str(n2), window=8), 0, 0, layers)
+        short = measured(_params(n1=20, n2_values=str(n2), window=8))
         assert short["tokens"][0] == long["tokens"][e]
         for layer in layers:
             for name in exp.METRICS:
@@ -261,7 +269,7 @@ SMALL = ["-p", "n1", "40", "-p", "n2_values", "0,5,10,20", "-p", "n_contexts", "
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
-    (["-p", "n2_values", "0,40000"], "more than the 32768 gemma-3-270m can read; use n2 values up to"),
+    (["-p", "n2_values", "0,40000"], "more than the 32768 gemma-3-270m can read; use at most"),
     (["-p", "n_clusters", "15", "-p", "max_agreement", "1"], "H1 and H2 put the same words together"),
     (["-p", "window", "40"], "window (40) must be smaller than n1 (40)"),
 ])

@@ -27,15 +27,15 @@ import torch
 
 from iclnb import graphs
 from iclnb.core.errors import IclnbError
-from iclnb.core.layers import layer_key
-from iclnb.core.progress import progress
+from iclnb.core.layers import layer_key, parse_layer_key
 from iclnb.core.seeding import stream
+from iclnb.experiments.kit import measure_contexts
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, OUTPUT_DIR, SEED, Float, Int, IntList,
                                       Layers, declare)
 from iclnb.graphs.walks import hypothesis_adjacency
 from iclnb.methods.loo import PairDistances
 from iclnb.metrics import node_means_prefix
-from iclnb.represent import represent_walks
+from iclnb.prompts import check_fits
 from iclnb.results.io import nan_array
 
 PARAMS = declare(
@@ -161,24 +161,16 @@ def null_permutations(n_nodes: int, seed: int, pair: int, context: int) -> np.nd
 def check(p, model) -> None:
     """Refuse, before any work, a context that cannot fit the model, a window that does not fit in walk1, and a
     graph pair whose clusterings agree."""
-    from iclnb.prompts import tokenization_report
-
     if p.window >= p.n1:
         raise IclnbError(f"window ({p.window}) must be smaller than n1 ({p.n1}), so that every n2 gets the same "
                          f"window and the first word (the attention sink) is never in it; use window at most "
                          f"{p.n1 - 1}")
-    longest_word = 1
+    words = []
     for g in range(p.n_graph_pairs):
         graph = make_graph_pair(p, g)
         check_graph_pair(graph, g)
-        longest_word = max(longest_word, *tokenization_report(model.tokenizer, graph.words).values())
-    words = p.n1 + max(p.n2_values)
-    tokens = words * longest_word + 1
-    if tokens > model.max_positions:
-        room = (model.max_positions - 1) // longest_word - p.n1
-        raise IclnbError(
-            f"n1 + the largest n2 = {words} words may need {tokens} tokens, more than the {model.max_positions} "
-            f"{model.name} can read; use n2 values up to {max(room, 0)} (or a smaller n1)")
+        words += graph.words
+    check_fits(model, words, p.n1 + max(p.n2_values), what="n1 + the largest n2")
     model.resolve_layers(p.layers)
 
 
@@ -218,12 +210,15 @@ def ends_of(p) -> np.ndarray:
     return p.n1 + np.asarray(p.n2_values, dtype=np.int64)
 
 
-def measure_context(model, graph, p, pair: int, context: int, layers) -> dict:
-    """One context: one forward pass over walk1 + the longest walk2, then :func:`switch_measures` at every end
-    point for every layer. Returns ``{"metrics": {layer: {metric: [per n2]}}, "tokens": [per n2]}``."""
-    walk1, walk2 = context_walks(graph, p.n1, max(p.n2_values), p.seed, pair, context)
-    walk = np.concatenate([walk1, walk2])
-    state = represent_walks(model, [graphs.walk_words(graph, walk)], layers, batch_size=1)[0]
+def context_walk(graph, p, pair: int, context: int) -> np.ndarray:
+    """The nodes of one context's single pass: walk1 followed by the longest walk2."""
+    return np.concatenate(context_walks(graph, p.n1, max(p.n2_values), p.seed, pair, context))
+
+
+def measure_context(state, walk, graph, p, pair: int, context: int, layers) -> dict:
+    """One context from its pass over walk1 + the longest walk2 (``state``, the
+    :class:`~iclnb.represent.WordStates` of ``walk``): :func:`switch_measures` at every end point for every layer.
+    Returns ``{"metrics": {layer: {metric: [per n2]}}, "tokens": [per n2]}``."""
     ends = ends_of(p)
     if state.sink[ends.min() - p.window:].any():
         raise IclnbError("internal: the attention-sink word fell inside a window")  # excluded by check()
@@ -246,8 +241,8 @@ class Collected:
     graphs: list
 
     @classmethod
-    def from_store(cls, store, p, layers, graph_list) -> "Collected":
-        items = [[store[f"{g}/{c}"] for c in range(p.n_contexts)] for g in range(p.n_graph_pairs)]
+    def from_items(cls, items: list, p, layers, graph_list) -> "Collected":
+        """From the per-context items of every graph pair, ``items[g][c]``."""
         values = {layer: {name: nan_array([[item["metrics"][str(layer)][name] for item in row] for row in items])
                           for name in METRICS}
                   for layer in layers}
@@ -262,12 +257,21 @@ def collect(run, model, p) -> Collected:
     graph_list = [make_graph_pair(p, g) for g in range(p.n_graph_pairs)]
     for g, graph in enumerate(graph_list):
         check_graph_pair(graph, g)
-    store = run.checkpoint("contexts", total=p.n_graph_pairs * p.n_contexts, every_s=0)
-    todo = [(g, c) for g in range(p.n_graph_pairs) for c in range(p.n_contexts) if f"{g}/{c}" not in store]
-    for g, c in progress(todo, desc="contexts (one pass each)"):
-        store[f"{g}/{c}"] = measure_context(model, graph_list[g], p, g, c, layers)
-    store.flush()
-    return Collected.from_store(store, p, layers, graph_list)
+
+    def prompt(unit):  # the unit's graph pair and the nodes of its pass
+        graph = graph_list[unit[0]]
+        return graph, context_walk(graph, p, *unit)
+
+    def measure(unit, prompt, state):
+        graph, walk = prompt
+        return measure_context(state, walk, graph, p, *unit, layers)
+
+    units = [(g, c) for g in range(p.n_graph_pairs) for c in range(p.n_contexts)]
+    items = measure_contexts(run, model, units, prompt, measure, layers=layers, batch_size=1,
+                             words=lambda prompt: graphs.walk_words(*prompt), every_s=0,
+                             desc="contexts (one pass each)")
+    by_pair = [items[g * p.n_contexts : (g + 1) * p.n_contexts] for g in range(p.n_graph_pairs)]
+    return Collected.from_items(by_pair, p, layers, graph_list)
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -401,7 +405,7 @@ def summary_table(tables: dict, n2_values):
         for key, cross in table["crossing"].items():
             a, b = table[first][key], table[last][key]
             rows.append({
-                "graph_pair": name.removeprefix("graph_pair_"), "layer": key.removeprefix("layer_"),
+                "graph_pair": name.removeprefix("graph_pair_"), "layer": parse_layer_key(key),
                 f"ratio@{first}": a["mean"], "ci_low@first": a["ci_low"], "ci_high@first": a["ci_high"],
                 f"ratio@{last}": b["mean"], "ci_low@last": b["ci_low"], "ci_high@last": b["ci_high"],
                 "crossing_n2": cross["n2"], "crossing_ci_low": cross["ci_low"], "crossing_ci_high": cross["ci_high"],
@@ -464,8 +468,7 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
                 continue
             n_words = n1 + int(n_key[3:])
             for key, cell in entry.items():
-                layer = key[len("layer_"):]
-                layer = int(layer) if layer.lstrip("-").isdigit() else layer
+                layer = parse_layer_key(key)
                 null = cell.get("ratio_null") or {}
                 rows.append(row("switch_ratio", layer, n_words, cell.get("mean"), cell.get("ci_low"),
                                 cell.get("ci_high"), condition,
@@ -475,8 +478,7 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
                     rows.append(row(name, layer, n_words, s.get("mean"), s.get("ci_low"), s.get("ci_high"),
                                     condition))
         for key, cross in (table.get("crossing") or {}).items():
-            layer = key[len("layer_"):]
-            layer = int(layer) if layer.lstrip("-").isdigit() else layer
+            layer = parse_layer_key(key)
             rows.append(row("crossing_n2", layer, float("nan"), cross.get("n2"), cross.get("ci_low"),
                             cross.get("ci_high"), condition))
     return rows

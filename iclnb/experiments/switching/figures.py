@@ -11,6 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from iclnb.core.layers import parse_layer_key
 from iclnb.plotting.style import PALETTE, band, layout, rgba
 
 X_TITLE = "n2: words on G2 after the switch (log axis; 0 drawn at the left)"
@@ -143,7 +144,7 @@ def crossing_figure(tables: dict, n2_values, window: int | None = None) -> go.Fi
         fig.add_hline(y=window, line=dict(color="#999", width=1, dash="dash"),
                       annotation_text=f"window: {window} words", annotation_position="top left")
     fig.update_xaxes(title_text="layer (decoder block)", tickvals=list(range(len(keys))),
-                     ticktext=[k.removeprefix("layer_") for k in keys], range=[-0.6, len(keys) - 0.4])
+                     ticktext=[str(parse_layer_key(k)) for k in keys], range=[-0.6, len(keys) - 0.4])
     fig.update_yaxes(title_text="crossing n2 (words on G2)", rangemode="tozero")
     return layout(fig, "n2 at which the switch ratio reaches 1 (95% bootstrap CI over contexts)", height=420,
                   legend_below=True)
