@@ -8,8 +8,9 @@ import pytest
 
 from iclnb import graphs
 from iclnb.core.errors import IclnbError
+from iclnb.core.seeding import stream
 from iclnb.experiments.perturbation import block_permutation as exp
-from iclnb.experiments.perturbation._common import classical_mds, make_graph
+from iclnb.experiments.perturbation.common import classical_mds, make_graph
 from iclnb.metrics import node_means
 
 
@@ -20,6 +21,17 @@ def _toy():
         adjacency[i, j] = adjacency[j, i] = 1
     return graphs.Graph(name="toy", adjacency=adjacency, words=list("abcde"),
                         labelings={"cluster": np.array([0, 0, 1, 1, 2])})
+
+
+def test_the_graph_and_walks_are_css_basics():
+    """One seed gives css_basic's graph, and context k's natural walk is the run's context walk k (stream
+    ("walks", k)), as in css_basic: the experiments compare."""
+    from iclnb.experiments.css import css_basic
+
+    ours, theirs = make_graph(11), css_basic.make_graph(11)
+    assert np.array_equal(ours.adjacency, theirs.adjacency) and ours.words == theirs.words
+    assert np.array_equal(exp.context_walks(ours, 11, 4, [30], 0.3)["natural"],
+                          graphs.random_walk(ours, 30, stream(11, "walks", 4), bridge_penalty=0.3))
 
 
 def test_junction_counts_by_hand():

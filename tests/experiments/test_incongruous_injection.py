@@ -10,7 +10,7 @@ import torch
 from iclnb import graphs
 from iclnb.core.errors import IclnbError
 from iclnb.experiments.perturbation import incongruous_injection as exp
-from iclnb.experiments.perturbation._common import context_walk, make_graph
+from iclnb.experiments.perturbation.common import make_graph
 from iclnb.methods.loo import LooEngine, map_encoder, metrics_of_vectors
 from iclnb.methods.word_separation import WordSeparation
 from iclnb.metrics import cluster_separation
@@ -62,7 +62,7 @@ def test_inserted_words_by_kind():
     g = make_graph(p.seed)
     clusters = g.labelings["cluster"]
     for k in range(5):
-        walk = context_walk(g, 12, p.seed, k, p.bridge_penalty)
+        walk = graphs.context_walk(g, 12, p.seed, k, bridge_penalty=p.bridge_penalty)
         positions = [1, 3, 10]
         wrong = exp.inserted_words(g, walk, positions, "wrong_cluster", p, k)
         for q, w in zip(positions, wrong):
@@ -126,7 +126,7 @@ def test_one_context_matches_plain_passes_of_every_edited_context():
     layers = [0, 3]
     engine = LooEngine(model, encode=encode, batch_tokens=24, work_dtype=torch.float64)
     item = exp.measure_context(engine, g, p, 1, layers)
-    walk = context_walk(g, 12, p.seed, 1, p.bridge_penalty)
+    walk = graphs.context_walk(g, 12, p.seed, 1, bridge_penalty=p.bridge_penalty)
     words = graphs.walk_words(g, walk)
     clusters = g.labelings["cluster"][walk]
     assert np.array_equal(item["walk"], walk)

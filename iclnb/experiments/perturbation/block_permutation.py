@@ -22,18 +22,18 @@ from __future__ import annotations
 import numpy as np
 
 from iclnb import graphs
-from iclnb.core.layers import layer_key
-from iclnb.core.progress import progress
+from iclnb.core.layers import layer_key, parse_layer_key
 from iclnb.core.seeding import stream
 from iclnb.experiments.css.css_basic import context_metrics
+from iclnb.experiments.kit import resume_units
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, OUTPUT_DIR, SEED, Float, Int, IntList,
                                       Layers, declare)
-from iclnb.experiments.perturbation._common import (check_fits, classical_mds, context_walk, longest_word_tokens,
-                                                    make_graph, summary)
+from iclnb.experiments.perturbation.common import classical_mds, make_graph
 from iclnb.metrics import node_means
+from iclnb.prompts import check_fits
 from iclnb.represent import represent_walks
 from iclnb.results.io import nan_array
-from iclnb.stats import bootstrap_ci, paired_log_ratio
+from iclnb.stats import mean_ci, paired_log_ratio
 
 PARAMS = declare(
     MODEL,
@@ -63,14 +63,14 @@ RATIO_METRICS = ("phi", "energy_norm")
 def check(p, model) -> None:
     """Refuse, before any work, layers the model lacks and a context that cannot fit it."""
     model.resolve_layers(p.layers)
-    check_fits(model, max(p.context_lengths), longest_word_tokens(model, make_graph(p.seed).words))
+    check_fits(model, make_graph(p.seed).words, max(p.context_lengths))
 
 
 def context_walks(graph, p_seed: int, k: int, context_lengths, bridge_penalty: float) -> dict:
     """Context k's walks: ``natural`` (the longest walk; N-word contexts are its prefixes) and, per N, the block
     permutation with its junction positions and the full shuffle of the N-word prefix."""
     n_max = max(context_lengths)
-    natural = context_walk(graph, n_max, p_seed, k, bridge_penalty)
+    natural = graphs.context_walk(graph, n_max, p_seed, k, bridge_penalty=bridge_penalty)
     out = {"natural": natural}
     for n in context_lengths:
         block, starts = graphs.block_permute(graph, natural[:n], stream(p_seed, "block", n, k), return_starts=True)
@@ -139,12 +139,10 @@ def collect(run, model, graph, p) -> dict:
     """Measure every context once (checkpointed per context, so an interrupted run resumes where it stopped);
     returns {context index (str): its measurements}."""
     layers = model.resolve_layers(p.layers)
-    store = run.checkpoint("contexts", total=p.n_contexts)
-    todo = [k for k in range(p.n_contexts) if str(k) not in store]
-    for k in progress(todo, desc="contexts (natural, block, shuffle at every N)"):
-        store[str(k)] = measure_context(model, graph, p, k, layers)
-    store.flush()
-    return {str(k): store[str(k)] for k in range(p.n_contexts)}
+    units = range(p.n_contexts)
+    items = resume_units(run, units, lambda batch: [measure_context(model, graph, p, k, layers) for k in batch],
+                         desc="contexts (natural, block, shuffle at every N)")
+    return {str(k): item for k, item in zip(units, items)}
 
 
 # ---------------------------------------------------------------------------------------------------- tables
@@ -162,12 +160,10 @@ def _losses(contexts: dict, n: int, condition: str) -> np.ndarray:
 def _paired(a, b, n_boot: int, rng) -> dict:
     """The paired log-ratio a / b with its CI (``mean`` is the mean log-ratio) and the paired difference a − b."""
     lr = paired_log_ratio(a, b, rng=rng, n_resamples=n_boot)
-    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    d_mean, d_low, d_high = (bootstrap_ci(diff, n_resamples=n_boot, rng=rng) if np.isfinite(diff).sum() >= 2
-                             else (float(np.nanmean(diff)), float("nan"), float("nan")))
+    diff = mean_ci(np.asarray(a, dtype=float) - np.asarray(b, dtype=float), n_boot, rng)
     return {"mean": lr["mean_log_ratio"], "ci_low": lr["ci_low"], "ci_high": lr["ci_high"], "ratio": lr["ratio"],
-            "n": lr["n"], "n_dropped": lr["n_dropped"], "difference": float(d_mean),
-            "difference_ci_low": float(d_low), "difference_ci_high": float(d_high)}
+            "n": lr["n"], "n_dropped": lr["n_dropped"], "difference": diff["mean"],
+            "difference_ci_low": diff["ci_low"], "difference_ci_high": diff["ci_high"]}
 
 
 def tables(contexts: dict, layers, p) -> dict:
@@ -181,8 +177,8 @@ def tables(contexts: dict, layers, p) -> dict:
         for layer in layers:
             le = {}
             for c in CONDITIONS:
-                le[c] = {m: summary(_per_context(contexts, n, c, layer, m), p.n_boot,
-                                    stream(p.seed, "bootstrap", n, str(layer), c, m)) for m in METRICS}
+                le[c] = {m: mean_ci(_per_context(contexts, n, c, layer, m), p.n_boot,
+                                    stream(p.seed, "bootstrap", n, str(layer), c, m), count=True) for m in METRICS}
                 le[c]["per_context"] = {m: _per_context(contexts, n, c, layer, m) for m in METRICS}
             for metric, name in zip(RATIO_METRICS, ("log_ratio", "log_ratio_energy")):
                 nat = _per_context(contexts, n, "natural", layer, metric)
@@ -191,8 +187,8 @@ def tables(contexts: dict, layers, p) -> dict:
                                                                               metric))}
                             for c in PERMUTED}
             entry[layer_key(layer)] = le
-        entry["perplexity"] = {c: {**summary(np.exp(_losses(contexts, n, c)), p.n_boot,
-                                             stream(p.seed, "bootstrap", n, "perplexity", c)),
+        entry["perplexity"] = {c: {**mean_ci(np.exp(_losses(contexts, n, c)), p.n_boot,
+                                             stream(p.seed, "bootstrap", n, "perplexity", c), count=True),
                                    "per_context": np.exp(_losses(contexts, n, c))} for c in CONDITIONS}
         entry["perplexity_log_ratio"] = {c: _paired(np.exp(_losses(contexts, n, "natural")),
                                                     np.exp(_losses(contexts, n, c)), p.n_boot,
@@ -233,7 +229,7 @@ def summary_table(tabs: dict):
                 lr = le["log_ratio"].get(c, {})
                 plr = entry["perplexity_log_ratio"].get(c, {})
                 rows.append({
-                    "N": int(n_key[2:]), "layer": key[6:], "condition": c,
+                    "N": int(n_key[2:]), "layer": parse_layer_key(key), "condition": c,
                     "phi": le[c]["phi"]["mean"], "phi_ci": (le[c]["phi"]["ci_low"], le[c]["phi"]["ci_high"]),
                     "phi_null": le[c]["phi_null"]["mean"], "energy_norm": le[c]["energy_norm"]["mean"],
                     "perplexity": entry["perplexity"][c]["mean"],
@@ -327,8 +323,7 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
         for key, le in entry.items():
             if not key.startswith("layer_"):
                 continue
-            layer = key[len("layer_"):]
-            layer = int(layer) if layer.lstrip("-").isdigit() else layer
+            layer = parse_layer_key(key)
             for c in CONDITIONS:
                 s, null = le[c]["phi"], le[c]["phi_null"]
                 rows.append(row("phi", layer, n, s["mean"], s["ci_low"], s["ci_high"], c,

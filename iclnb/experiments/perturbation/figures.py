@@ -6,6 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from iclnb.core.layers import parse_layer_key
 from iclnb.plotting.embedding import edge_lines
 from iclnb.plotting.style import PALETTE, band, layout, log_x
 
@@ -177,7 +178,7 @@ def delta_phi_layer_figure(by_layer: dict) -> go.Figure:
     for col, n in enumerate(ns, start=1):
         for kind in kinds:
             e = by_layer[kind].get(f"N_{n}", {})
-            layers = [k[len("layer_"):] for k in e]
+            layers = [parse_layer_key(k) for k in e]
             s = list(e.values())
             band(fig, layers, _stat(s), _stat(s, "ci_low"), _stat(s, "ci_high"), name=kind, color=KIND_COLORS[kind],
                  row=1, col=col, showlegend=col == 1, marker=dict(size=5))

@@ -34,16 +34,17 @@ import numpy as np
 
 from iclnb import graphs
 from iclnb.core.errors import IclnbError
-from iclnb.core.layers import layer_key
-from iclnb.core.progress import progress
+from iclnb.core.layers import layer_key, parse_layer_key
 from iclnb.core.seeding import stream
+from iclnb.experiments.kit import resume_units
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, OUTPUT_DIR, SEED, Float, Int, IntList,
                                       Layers, StrList, declare)
-from iclnb.experiments.perturbation._common import check_fits, context_walk, longest_word_tokens, make_graph
+from iclnb.experiments.perturbation.common import make_graph
 from iclnb.methods.loo import Insert, LooEngine
 from iclnb.methods.word_separation import WordSeparation
+from iclnb.prompts import check_fits, tokenization_report
 from iclnb.results.io import nan_array
-from iclnb.stats import bootstrap_ci
+from iclnb.stats import mean_ci
 
 KINDS = ("wrong_cluster", "random_vocab", "semantic_outlier", "out_of_vocab")
 
@@ -116,13 +117,11 @@ def check(p, model) -> None:
             raise IclnbError(f"out_of_vocab word {single[0]!r} is a single token for {model.name}; choose strings "
                              f"the tokenizer splits into several tokens")
     extra = max([report[w] for w in report] + [1])
-    check_fits(model, max(p.context_lengths), longest_word_tokens(model, graph.words), extra)
+    check_fits(model, graph.words, max(p.context_lengths), extra_tokens=extra)
 
 
 def inserted_token_counts(model, p) -> dict:
     """Tokens of every candidate inserted word in its leading-space form (graph words included)."""
-    from iclnb.prompts import tokenization_report
-
     words = [w for name in WORD_LISTS.values() for w in p[name]] + list(make_graph(p.seed).words)
     return tokenization_report(model.tokenizer, words)
 
@@ -163,7 +162,7 @@ def measure_context(engine, graph, p, k: int, layers) -> dict:
     baseline_loss (P,): the same words' mean loss without the insertion; and the full context's word losses."""
     lengths = sorted(p.context_lengths)
     n_max = lengths[-1]
-    walk = context_walk(graph, n_max, p.seed, k, p.bridge_penalty)
+    walk = graphs.context_walk(graph, n_max, p.seed, k, bridge_penalty=p.bridge_penalty)
     words = graphs.walk_words(graph, walk)
     positions = np.array(sorted(q for q in p.positions if q < n_max), dtype=np.int64)
     measure = WordSeparation(graph.labelings["cluster"][walk])
@@ -218,12 +217,10 @@ def collect(run, model, graph, p) -> dict:
     returns {context index (str): its measurements}."""
     layers = [k for k in model.resolve_layers(p.layers) if k != "embed"]
     engine = LooEngine(model, batch_tokens=p.batch_tokens or None)
-    store = run.checkpoint("contexts", total=p.n_contexts, every_s=0)
-    todo = [k for k in range(p.n_contexts) if str(k) not in store]
-    for k in progress(todo, desc="contexts (every kind, position and N)"):
-        store[str(k)] = measure_context(engine, graph, p, k, layers)
-    store.flush()
-    return {str(k): store[str(k)] for k in range(p.n_contexts)}
+    units = range(p.n_contexts)
+    items = resume_units(run, units, lambda batch: [measure_context(engine, graph, p, k, layers) for k in batch],
+                         every_s=0, desc="contexts (every kind, position and N)")
+    return {str(k): item for k, item in zip(units, items)}
 
 
 # ---------------------------------------------------------------------------------------------------- tables
@@ -249,12 +246,10 @@ def arrays(contexts: dict, kind: str, n: int, positions, n_layers: int) -> dict:
 
 
 def _stats(values: np.ndarray, n_boot: int, rng_mean, rng_median) -> dict:
-    """Median and mean over axis 0 with 95% bootstrap CIs (vectorised over the other axes)."""
-    mean, low, high = bootstrap_ci(values, n_resamples=n_boot, rng=rng_mean)
-    median, m_low, m_high = bootstrap_ci(values, n_resamples=n_boot, rng=rng_median, statistic=np.median)
-    n = np.isfinite(values).sum(0)
-    return {"median": median, "median_ci_low": m_low, "median_ci_high": m_high, "mean": mean, "ci_low": low,
-            "ci_high": high, "n": n}
+    """Median and mean over axis 0 with 95% bootstrap CIs (vectorised over the other axes) and n."""
+    median = mean_ci(values, n_boot, rng_median, statistic=np.median)
+    return {"median": median["mean"], "median_ci_low": median["ci_low"], "median_ci_high": median["ci_high"],
+            **mean_ci(values, n_boot, rng_mean, count=True)}
 
 
 def _pick(stats: dict, index) -> dict:
@@ -352,8 +347,6 @@ def kind_summary(tabs: dict, layer, n: int | None = None):
 
 def results_document(contexts: dict, tabs: dict, by_layer: dict, graph, layers, model, p) -> dict:
     """The ``results`` part of results.json."""
-    from iclnb.prompts import tokenization_report
-
     lengths = sorted(p.context_lengths)
     raw = {}
     for kind in p.kinds:
@@ -403,20 +396,17 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
     for kind, by_n in (r.results.get("delta_phi_by_layer") or {}).items():
         for n_key, by_layer in by_n.items():
             for key, s in by_layer.items():
-                layer = key[len("layer_"):]
-                layer = int(layer) if layer.lstrip("-").isdigit() else layer
-                rows.append(row("delta_phi", layer, int(n_key[2:]), s["mean"], s["ci_low"], s["ci_high"], kind))
+                rows.append(row("delta_phi", parse_layer_key(key), int(n_key[2:]), s["mean"], s["ci_low"],
+                                s["ci_high"], kind))
     for kind, by_n in (r.results.get("kinds") or {}).items():
         for n_key, by_p in by_n.items():
             for p_key, cell in by_p.items():
                 q = p_key[2:]
                 for key, le in cell.items():
                     if key.startswith("layer_"):
-                        layer = key[len("layer_"):]
-                        layer = int(layer) if layer.lstrip("-").isdigit() else layer
                         d = le["delta_phi"]
-                        rows.append(row(f"delta_phi_p{q}", layer, int(n_key[2:]), d["mean"], d["ci_low"],
-                                        d["ci_high"], kind))
+                        rows.append(row(f"delta_phi_p{q}", parse_layer_key(key), int(n_key[2:]), d["mean"],
+                                        d["ci_low"], d["ci_high"], kind))
                 for name in ("loss_at", "loss_after_delta"):
                     s = cell[name]
                     rows.append(row(f"{name}_p{q}", "", int(n_key[2:]), s["mean"], s["ci_low"], s["ci_high"], kind))
