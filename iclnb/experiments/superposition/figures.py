@@ -9,6 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from iclnb.core.layers import parse_layer_key
 from iclnb.plotting.graph import graph_figure
 from iclnb.plotting.style import PALETTE, band, layout
 
@@ -98,7 +99,7 @@ def step_figure(summary: dict, stats=("collapse", "velocity_spike")) -> go.Figur
         fig.add_hline(y=0, line=dict(color="#999", width=1, dash="dot"), row=row, col=1)
         fig.update_yaxes(title_text=STEP_AXES[stat], row=row, col=1)
     fig.update_xaxes(showgrid=False, zeroline=False)
-    fig.update_xaxes(tickvals=x0, ticktext=[lk.removeprefix("layer_") for lk in layers], row=len(stats), col=1,
+    fig.update_xaxes(tickvals=x0, ticktext=[str(parse_layer_key(lk)) for lk in layers], row=len(stats), col=1,
                      title_text="layer (decoder block)")
     return layout(fig, "At the disambiguating step D vs random steps and the control (95% bootstrap CI)",
                   height=300 * len(stats) + 200, legend_below=True)
@@ -110,7 +111,7 @@ def accuracy_figure(summary: dict) -> go.Figure:
     fig = go.Figure()
     keys = [k for k in summary if not k.endswith("never")]
     layers = list(next(iter(summary.values())))
-    names = [lk.removeprefix("layer_") for lk in layers]
+    names = [str(parse_layer_key(lk)) for lk in layers]
     for i, ckey in enumerate(keys):
         color = PALETTE[i % len(PALETTE)]
         acc = [summary[ckey][lk]["accuracy"] for lk in layers]
@@ -165,7 +166,7 @@ def adherence_heatmap(summary: dict, metric: str = "mean", part: str = "after") 
     lkeys = list(next(iter(summary.values())))
     z = np.array([[summary[c][lk]["metrics"][metric][part]["mean"] for lk in lkeys] for c in ckeys], dtype=float)
     text = [[f"{v:.2f}" if np.isfinite(v) else "" for v in r] for r in z]
-    fig = go.Figure(go.Heatmap(z=z, x=[lk.removeprefix("layer_") for lk in lkeys],
+    fig = go.Figure(go.Heatmap(z=z, x=[str(parse_layer_key(lk)) for lk in lkeys],
                                y=[_condition_label(c) for c in ckeys], zmid=0.5, colorscale="RdBu",
                                text=text, texttemplate="%{text}",
                                colorbar=dict(title="ratio<br>(> 0.5:<br>true)")))
