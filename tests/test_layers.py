@@ -361,7 +361,8 @@ def test_a_clean_tree_reports_nothing(tmp_path):
         "iclnb/core/low.py": "def shown():\n    pass\n\n\ndef _own():\n    return shown()\n",
         "iclnb/ops/__init__.py": "",
         "iclnb/ops/high.py": "from iclnb.core import low\nimport iclnb.core.low as same\n\nlow.shown()\nsame.__doc__\n",
-        "iclnb/experiments/__init__.py": "import importlib\n\n\ndef find():\n    importlib.import_module('iclnb.ops')\n",
+        "iclnb/experiments/__init__.py": ("import importlib\n\n\ndef find():\n"
+                                          "    importlib.import_module('iclnb.ops')\n"),
         "iclnb/experiments/kit.py": "from iclnb.core.low import shown\n",
         "iclnb/experiments/a/__init__.py": "",
         "iclnb/experiments/a/m.py": "from iclnb.experiments import kit\nfrom iclnb.experiments.a import helpers\n",

@@ -97,14 +97,16 @@ def _with_default(param, default):
 
 
 def registry() -> dict[str, Experiment]:
-    """Every experiment: the modules under ``iclnb/experiments/<family>/`` that declare ``PARAMS``, and their
-    presets."""
+    """Every experiment: the modules under ``iclnb/experiments/<family>/`` and ``iclnb/analyses/`` (the notebooks
+    that read other runs, a layer above :mod:`iclnb.ops`, found by name like the families) that declare ``PARAMS``,
+    and their presets."""
     found = {}
-    for family in sorted(p.name for p in _HERE.iterdir() if (p / "__init__.py").is_file()):
-        for info in pkgutil.iter_modules([str(_HERE / family)]):
+    packages = [(f"iclnb.experiments.{p.name}", p) for p in sorted(_HERE.iterdir()) if (p / "__init__.py").is_file()]
+    for package, directory in [*packages, ("iclnb.analyses", _HERE.parent / "analyses")]:
+        for info in pkgutil.iter_modules([str(directory)]):
             if info.name == "figures" or info.name.startswith("_"):
                 continue
-            module = f"iclnb.experiments.{family}.{info.name}"
+            module = f"{package}.{info.name}"
             if hasattr(importlib.import_module(module), "PARAMS"):  # helpers of a family declare none
                 found[info.name] = Experiment(info.name, info.name, module, {})
     for name, exp in list(found.items()):

@@ -16,8 +16,9 @@ its numbers:
 * ``compare_loo_metrics``: its ``metric_curves`` records.
 
 An experiment module can also carry its own extractor: a function ``tidy_rows(r, n_boot, seed)`` in
-``iclnb/experiments/<family>/<name>.py`` returning rows made with :func:`row`; :func:`tidy` uses it when the
-experiment is not in :data:`EXTRACTORS`, so a new experiment adds its extractor beside its own code.
+``iclnb/experiments/<family>/<name>.py`` (or ``iclnb/analyses/<name>.py``) returning rows made with :func:`row`;
+:func:`tidy` uses it when the experiment is not in :data:`EXTRACTORS`, so a new experiment adds its extractor beside
+its own code.
 
 A run of another experiment gives an empty table with the same columns (:func:`supported` says which do).
 ``condition`` is the word set (loo) and empty elsewhere; ``depth`` is block / (blocks − 1), which lines up models

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from iclnb.analyses import compare_experiments as exp
+from iclnb.analyses import figures
 from iclnb.core.errors import IclnbError
-from iclnb.experiments.ops import compare_experiments as exp
-from iclnb.experiments.ops import figures
 from iclnb.results.io import write_json
 from tests.test_ops_tidy import css_results, loo_results, make_run, park_results
 

@@ -18,7 +18,7 @@ def finished_loo_run(tmp_path, data):
 
 
 def test_compare_loo_metrics_css_matches_css_on_the_stored_values(tmp_path):
-    from iclnb.experiments.loo import compare_loo_metrics as cmp
+    from iclnb.analyses import compare_loo_metrics as cmp
     from iclnb.metrics import css
 
     data = _data()

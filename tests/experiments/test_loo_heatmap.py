@@ -2,8 +2,8 @@
 
 import pytest
 
+from iclnb.analyses import loo_heatmap as exp
 from iclnb.core.errors import IclnbError
-from iclnb.experiments.loo import loo_heatmap as exp
 from iclnb.results import Run
 from tests.experiments.test_compare_loo_metrics import finished_loo_run
 from tests.experiments.test_loo import _data

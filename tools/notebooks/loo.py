@@ -69,7 +69,7 @@ run.finish(exp.results_document(data, bridge_anchor, temporal))
 ], LOO_TEST)
 
 SETUP = [{"experiment": "loo", "parameters": LOO_TEST}]
-write("loo_heatmap", "iclnb.experiments.loo.loo_heatmap", [
+write("loo_heatmap", "iclnb.analyses.loo_heatmap", [
 ("md", """
 # loo_heatmap: leave-one-out influence, layer x context length
 
@@ -79,7 +79,8 @@ lengths: bridge and anchor positions, their mean and standard deviation, for eac
 ("params", ""),
 ("code", """
 from iclnb.experiments import start
-from iclnb.experiments.loo import figures, loo_heatmap as exp
+from iclnb.analyses import loo_heatmap as exp
+from iclnb.experiments.loo import figures
 
 p, run, _ = start(exp, globals())
 source = exp.load_source(p)
@@ -101,7 +102,7 @@ run.finish({"source": str(source.dir), "figures": [f"heatmap_{m}" for m in p.met
 """),
 ], {"results_dir": "{runs}/loo", "metrics": "ratio,within"}, SETUP)
 
-write("compare_loo_metrics", "iclnb.experiments.loo.compare_loo_metrics", [
+write("compare_loo_metrics", "iclnb.analyses.compare_loo_metrics", [
 ("md", """
 # compare_loo_metrics: the leave-one-out metrics against each other
 
@@ -112,7 +113,7 @@ Context Sensitivity Score of each position's word loss against a full-context me
 ("params", ""),
 ("code", """
 from iclnb.experiments import start
-from iclnb.experiments.loo import compare_loo_metrics as exp, figures
+from iclnb.analyses import compare_loo_metrics as exp, figures
 
 p, run, _ = start(exp, globals())
 source = exp.load_source(p)

@@ -12,7 +12,7 @@ PARK = {"batch_size": 2, "context_lengths_tokens": "20,40", "layers": "0,-1", "n
 SETUP = [{"experiment": "loo", "parameters": LOO}, {"experiment": "css_basic", "parameters": CSS},
          {"experiment": "reproduce_park", "parameters": PARK}]
 
-write("compare_experiments", "iclnb.experiments.ops.compare_experiments", [
+write("compare_experiments", "iclnb.analyses.compare_experiments", [
 ("md", """
 # compare_experiments: runs of any experiments and models, side by side
 
@@ -25,7 +25,7 @@ one factor do not compare that factor alone.
 ("params", ""),
 ("code", """
 from iclnb.experiments import start
-from iclnb.experiments.ops import compare_experiments as exp, figures
+from iclnb.analyses import compare_experiments as exp, figures
 
 p, run, _ = start(exp, globals())
 runs = exp.load_runs(p.runs)

@@ -1,4 +1,4 @@
-"""Figures of the leave-one-out family (loo, loo_multilayer, loo_heatmap, compare_loo_metrics).
+"""Figures of the leave-one-out family (loo, loo_multilayer; the heatmaps are loo_heatmap's too).
 
 Every builder takes a tidy DataFrame from the family's steps and returns a ``plotly.graph_objects.Figure`` that fits
 a notebook column; titles and labels come from the data, never hard-coded findings.
@@ -19,7 +19,8 @@ UNITS = {"cross": "residual norm", "within": "residual norm", "ratio": "dimensio
          "within_sq": "squared residual norm"}
 
 
-def _unit(metric: str) -> str:
+def metric_unit(metric: str) -> str:
+    """The unit of ``metric`` and of an influence on it."""
     return UNITS.get(metric, "metric units")
 
 
@@ -45,7 +46,7 @@ def influence_by_position_figure(influence, metric: str = "ratio", layer=None, n
             hovertemplate="position %{x}<br>influence %{y:.4g}<br>bridge share %{marker.color:.2f}"))
     fig.add_hline(y=0, line=dict(color="grey", width=1, dash="dot"))
     fig.update_xaxes(title_text="deleted word position")
-    fig.update_yaxes(title_text=f"{metric}(full) − {metric}(without p) ({_unit(metric)})")
+    fig.update_yaxes(title_text=f"{metric}(full) − {metric}(without p) ({metric_unit(metric)})")
     return layout(fig, f"Influence on {metric} by deleted position (N = {n_words}, layer {layer})",
                   legend_below=True)
 
@@ -71,7 +72,7 @@ def bridge_anchor_figure(table, metric: str = "ratio", layer=None):
     sub = table[(table["layer"] == layer) & (table["metric"] == metric)]
     return _panels_over_n(
         sub, lambda rows: [(cls, COLORS[cls], rows[rows["class"] == cls].sort_values("N")) for cls in CLASSES],
-        f"mean influence on {metric} ({_unit(metric)})",
+        f"mean influence on {metric} ({metric_unit(metric)})",
         f"Bridge vs anchor influence on {metric}, layer {layer} (95% CI, contexts resampled)")
 
 
@@ -82,7 +83,7 @@ def temporal_figure(table, metric: str = "ratio", layer=None):
     return _panels_over_n(
         sub, lambda rows: [(f"position {position}", PALETTE[i % len(PALETTE)], g.sort_values("N"))
                            for i, (position, g) in enumerate(rows.groupby("position"))],
-        f"influence on {metric} ({_unit(metric)})",
+        f"influence on {metric} ({metric_unit(metric)})",
         f"Influence of fixed positions on {metric} as N grows, layer {layer} (95% CI over contexts)")
 
 
@@ -109,59 +110,5 @@ def heatmap_figure(table, metric: str = "ratio"):
                           row=r, col=c)
             fig.update_xaxes(title_text="N (words)" if r == len(panels) else None, type="category", row=r, col=c)
             fig.update_yaxes(title_text="layer", type="category", row=r, col=c)
-    return layout(fig, f"Leave-one-out influence on {metric} ({_unit(metric)}): layer x context length",
+    return layout(fig, f"Leave-one-out influence on {metric} ({metric_unit(metric)}): layer x context length",
                   height=300 * len(panels) + 80)
-
-
-def metric_curves_figure(curves):
-    """Full-context metrics against N with 95% intervals over contexts, one panel per metric."""
-    metrics = list(dict.fromkeys(curves["metric"]))
-    fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.07,
-                        subplot_titles=[f"{m} ({_unit(m)})" for m in metrics])
-    for m, metric in enumerate(metrics, start=1):
-        for condition, g in curves[curves["metric"] == metric].groupby("condition", sort=False):
-            g = g.sort_values("N")
-            band(fig, g["N"], g["mean"], g["ci_low"], g["ci_high"], condition, COLORS.get(condition, PALETTE[0]),
-                 row=m, col=1, showlegend=m == 1, marker=dict(size=6))
-        fig.update_yaxes(title_text=metric, row=m, col=1)
-    log_x(fig, curves["N"], "context length N (words)", row=len(metrics), col=1)
-    layer = curves["layer"].iloc[0] if len(curves) else ""
-    return layout(fig, f"Full-context metrics vs N, layer {layer} (95% CI over contexts)",
-                  height=220 * len(metrics) + 120, legend_below=True)
-
-
-def influence_scatter_figure(wide, correlations, x: str = "ratio", y: str = "within_sq", layer=None):
-    """Influence on one metric against influence on another (every position, N, context) at one layer; the legend
-    gives each word set's correlations."""
-    layer = _layer_or_last(wide, layer)
-    sub = wide[wide["layer"] == layer]
-    fig = go.Figure()
-    for condition, g in sub.groupby("condition", sort=False):
-        row = correlations[(correlations["condition"] == condition) & (correlations["layer"] == layer)]
-        r = row["pearson_r"].iloc[0] if len(row) else np.nan
-        rho = row["spearman_rho"].iloc[0] if len(row) else np.nan
-        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="markers",
-                                 marker=dict(size=5, opacity=0.5, color=COLORS.get(condition)),
-                                 name=f"{condition} (Pearson r = {r:.2f}, Spearman ρ = {rho:.2f})", text=g["N"],
-                                 hovertemplate=f"{x} %{{x:.4g}}<br>{y} %{{y:.4g}}<br>N %{{text}}"))
-    fig.update_xaxes(title_text=f"influence on {x} ({_unit(x)})")
-    fig.update_yaxes(title_text=f"influence on {y} ({_unit(y)})")
-    return layout(fig, f"Influence on {y} vs influence on {x}, layer {layer}", legend_below=True)
-
-
-def css_figure(css_table):
-    """CSS(position, M) across contexts with 95% intervals, one panel per word set, one line per N."""
-    conditions = list(dict.fromkeys(css_table["condition"]))
-    metric = css_table["metric"].iloc[0] if len(css_table) else "metric"
-    fig = make_subplots(rows=max(len(conditions), 1), cols=1, subplot_titles=conditions, shared_xaxes=True)
-    lengths = sorted(css_table["N"].unique())
-    for r, condition in enumerate(conditions, start=1):
-        for i, n_words in enumerate(lengths):
-            g = css_table[(css_table["condition"] == condition) & (css_table["N"] == n_words)].sort_values("position")
-            band(fig, g["position"], g["css"], g["ci_low"], g["ci_high"], f"N = {n_words}",
-                 PALETTE[i % len(PALETTE)], row=r, col=1, showlegend=r == 1)
-        fig.update_yaxes(title_text=f"CSS (nats x {_unit(metric)})", row=r, col=1)
-    fig.update_xaxes(title_text="word position", row=max(len(conditions), 1), col=1)
-    layer = css_table["layer"].iloc[0] if len(css_table) else ""
-    return layout(fig, f"CSS = −Cov over contexts (word loss, {metric}), layer {layer} (95% CI)",
-                  height=280 * max(len(conditions), 1) + 120, legend_below=True)

@@ -1,6 +1,7 @@
-"""Figures of compare_experiments: one panel per metric, one line per run (and word set) with its 95% interval,
-the experiment's null as a dotted line where it has one. Every number written on a figure is computed from the
-curves drawn."""
+"""Figures of the analyses. compare_experiments: one panel per metric, one line per run (and word set) with its 95%
+interval, the experiment's null as a dotted line where it has one. compare_loo_metrics: the full-context metrics over
+N, the influences on two metrics against each other, CSS across contexts (in the colours and units of the
+leave-one-out family's figures). Every number written on a figure is computed from the data drawn."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from iclnb.experiments.loo.figures import COLORS, metric_unit
 from iclnb.plotting.style import PALETTE, band, layout, log_x
 
-__all__ = ["curves_figure"]
+__all__ = ["curves_figure", "metric_curves_figure", "influence_scatter_figure", "css_figure"]
 
 _DASHES = ("solid", "dash", "dashdot", "longdash")  # "dot" is the null's
 _PANEL_HEIGHT = 250
@@ -94,3 +96,57 @@ def curves_figure(curves, metrics, x: str = "N", title: str = "", y_title: str =
     for annotation in fig.layout.annotations[: len(metrics)]:
         annotation.font = dict(size=13)
     return fig
+
+
+def metric_curves_figure(curves):
+    """Full-context metrics against N with 95% intervals over contexts, one panel per metric."""
+    metrics = list(dict.fromkeys(curves["metric"]))
+    fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=[f"{m} ({metric_unit(m)})" for m in metrics])
+    for m, metric in enumerate(metrics, start=1):
+        for condition, g in curves[curves["metric"] == metric].groupby("condition", sort=False):
+            g = g.sort_values("N")
+            band(fig, g["N"], g["mean"], g["ci_low"], g["ci_high"], condition, COLORS.get(condition, PALETTE[0]),
+                 row=m, col=1, showlegend=m == 1, marker=dict(size=6))
+        fig.update_yaxes(title_text=metric, row=m, col=1)
+    log_x(fig, curves["N"], "context length N (words)", row=len(metrics), col=1)
+    layer = curves["layer"].iloc[0] if len(curves) else ""
+    return layout(fig, f"Full-context metrics vs N, layer {layer} (95% CI over contexts)",
+                  height=220 * len(metrics) + 120, legend_below=True)
+
+
+def influence_scatter_figure(wide, correlations, x: str, y: str, layer: int):
+    """Influence on one metric against influence on another (every position, N, context) at one layer; the legend
+    gives each word set's correlations."""
+    layer = int(layer)
+    sub = wide[wide["layer"] == layer]
+    fig = go.Figure()
+    for condition, g in sub.groupby("condition", sort=False):
+        row = correlations[(correlations["condition"] == condition) & (correlations["layer"] == layer)]
+        r = row["pearson_r"].iloc[0] if len(row) else np.nan
+        rho = row["spearman_rho"].iloc[0] if len(row) else np.nan
+        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="markers",
+                                 marker=dict(size=5, opacity=0.5, color=COLORS.get(condition)),
+                                 name=f"{condition} (Pearson r = {r:.2f}, Spearman ρ = {rho:.2f})", text=g["N"],
+                                 hovertemplate=f"{x} %{{x:.4g}}<br>{y} %{{y:.4g}}<br>N %{{text}}"))
+    fig.update_xaxes(title_text=f"influence on {x} ({metric_unit(x)})")
+    fig.update_yaxes(title_text=f"influence on {y} ({metric_unit(y)})")
+    return layout(fig, f"Influence on {y} vs influence on {x}, layer {layer}", legend_below=True)
+
+
+def css_figure(css_table):
+    """CSS(position, M) across contexts with 95% intervals, one panel per word set, one line per N."""
+    conditions = list(dict.fromkeys(css_table["condition"]))
+    metric = css_table["metric"].iloc[0] if len(css_table) else "metric"
+    fig = make_subplots(rows=max(len(conditions), 1), cols=1, subplot_titles=conditions, shared_xaxes=True)
+    lengths = sorted(css_table["N"].unique())
+    for r, condition in enumerate(conditions, start=1):
+        for i, n_words in enumerate(lengths):
+            g = css_table[(css_table["condition"] == condition) & (css_table["N"] == n_words)].sort_values("position")
+            band(fig, g["position"], g["css"], g["ci_low"], g["ci_high"], f"N = {n_words}",
+                 PALETTE[i % len(PALETTE)], row=r, col=1, showlegend=r == 1)
+        fig.update_yaxes(title_text=f"CSS (nats x {metric_unit(metric)})", row=r, col=1)
+    fig.update_xaxes(title_text="word position", row=max(len(conditions), 1), col=1)
+    layer = css_table["layer"].iloc[0] if len(css_table) else ""
+    return layout(fig, f"CSS = −Cov over contexts (word loss, {metric}), layer {layer} (95% CI)",
+                  height=280 * max(len(conditions), 1) + 120, legend_below=True)

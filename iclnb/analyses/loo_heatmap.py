@@ -3,8 +3,8 @@ run: per metric, bridge and anchor positions, the mean and the standard deviatio
 
 from __future__ import annotations
 
+from iclnb.analyses.loo_source import describe, load_source
 from iclnb.experiments.loo.loo import METRICS
-from iclnb.experiments.loo.source import describe, load_source
 from iclnb.experiments.params import LOG, OUTPUT_DIR, Str, StrList, declare
 
 __all__ = ["PARAMS", "load_source", "describe"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from iclnb.analyses.loo_source import describe, load_source
 from iclnb.core.seeding import stream
 from iclnb.experiments.loo.loo import METRICS
-from iclnb.experiments.loo.source import describe, load_source
 from iclnb.experiments.params import LOG, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice, Str, declare
 from iclnb.results.io import nan_array
 from iclnb.stats import bootstrap_ci

@@ -1,4 +1,4 @@
-"""Reading a leave-one-out run back, for the analyses of the loo family (loo_heatmap, compare_loo_metrics)."""
+"""Reading a leave-one-out run back, for the analyses of leave-one-out runs (loo_heatmap, compare_loo_metrics)."""
 
 from __future__ import annotations
 
