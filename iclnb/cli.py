@@ -24,7 +24,7 @@ from pathlib import Path
 
 from iclnb.core.errors import IclnbError, UsageError
 from iclnb.core.paths import notebooks_dir, results_root
-from iclnb.results.run import CONFIG_NAME, RESULTS_NAME, _busy_message, check_resumable, lock_holder
+from iclnb.results.run import CONFIG_NAME, RESULTS_NAME, busy_message, check_resumable, lock_holder
 
 PROG = "iclnb"
 
@@ -212,7 +212,7 @@ def cmd_run(args) -> int:
     out_dir = _output_dir(out_arg, exp.name)
     holder = lock_holder(out_dir) if out_dir.is_dir() else None
     if holder is not None and not (holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()):
-        raise UsageError(_busy_message(out_dir, holder))
+        raise UsageError(busy_message(out_dir, holder))
     # The notebook refuses a directory holding other parameters itself; checking here as well keeps papermill
     # from overwriting that run's executed notebook first.
     if (out_dir / CONFIG_NAME).is_file():

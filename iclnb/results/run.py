@@ -35,7 +35,7 @@ from iclnb.core.errors import IclnbError
 from iclnb.core.paths import REPO_ROOT
 from iclnb.results.io import read_json, to_jsonable, write_csv, write_json, write_npz
 
-__all__ = ["Run", "Checkpoint", "lock_holder", "holds_work", "check_resumable"]
+__all__ = ["Run", "Checkpoint", "lock_holder", "holds_work", "check_resumable", "busy_message"]
 
 LOCK_NAME = ".lock"
 CONFIG_NAME = "config.json"
@@ -119,7 +119,8 @@ def lock_holder(output_dir) -> dict | None:
     return None
 
 
-def _busy_message(directory: Path, info: dict) -> str:
+def busy_message(directory: Path, info: dict) -> str:
+    """The one line that refuses ``directory`` while the live run its lock describes (``info``) writes it."""
     where = f"pid {info.get('pid')}" if info.get("host") == socket.gethostname() else \
         f"pid {info.get('pid')} on host {info.get('host')}"
     msg = (f"{directory} is being written by a live run ({where} since {info.get('started')}). "
@@ -167,7 +168,7 @@ class _Lock:
                     if mine:
                         me["started"] = info.get("started", me["started"])
                     elif _holder_is_live(info):
-                        raise IclnbError(_busy_message(self.directory, info))
+                        raise IclnbError(busy_message(self.directory, info))
                 data = json.dumps(me).encode()
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, data, 0)
