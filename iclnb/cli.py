@@ -208,6 +208,12 @@ def cmd_run(args) -> int:
             out_arg = text
     pairs = [(n, t) for n, t in pairs if n != "output_dir"]
     overrides, values = exp.checked_parameters(pairs)
+    try:  # the checks that need the model's tokenizer and config, before anything is written or loaded
+        from iclnb.experiments import check_before_loading
+
+        check_before_loading(exp.load(), exp.params.validate(values))
+    except IclnbError as e:
+        raise UsageError(str(e)) from None
 
     out_dir = _output_dir(out_arg, exp.name)
     holder = lock_holder(out_dir) if out_dir.is_dir() else None
@@ -339,6 +345,21 @@ def cmd_log(args) -> int:
     print(f"logged {Path(args.directory).resolve()} to W&B: {where}")
     if Path(where).name.startswith("offline-run"):
         print(f"offline: upload it later with `wandb sync {where}`")
+    return 0
+
+
+def cmd_notebooks(args) -> int:
+    from iclnb.ops.notebooks import sync_notebooks
+
+    differed = sync_notebooks(args.names or None, check=args.check)
+    if args.check:
+        if differed:
+            print(f"out of date: {', '.join(differed)} (their parameters cell, test metadata or outputs differ from "
+                  f"the experiment modules); run `iclnb notebooks` to rewrite them", file=sys.stderr)
+            return 1
+        print("every notebook agrees with its experiment module")
+        return 0
+    print(f"rewrote {', '.join(differed)}" if differed else "every notebook already agrees with its experiment module")
     return 0
 
 
@@ -501,6 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory")
     p.add_argument("--project", help="W&B project (default $ICLNB_WANDB_PROJECT or iclnb)")
     p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("notebooks", help="rewrite each notebook's parameters cell and test metadata from its "
+                       "experiment module and clear its outputs (the .ipynb is the source of everything else)")
+    p.add_argument("names", nargs="*", help="notebooks to rewrite (default: all)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a notebook is out of date")
+    p.set_defaults(func=cmd_notebooks)
     return parser
 
 

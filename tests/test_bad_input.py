@@ -33,9 +33,9 @@ def finished(tmp_path_factory):
 @pytest.mark.parametrize("args, rc_expected, message", [
     (["-p", "n_contexts", "abc"], 2, "parameter n_contexts expects an integer, got 'abc'"),
     (["-p", "n_contxts", "3"], 2, "unknown parameter 'n_contxts'"),
-    (["-p", "model", "no-such-model-anywhere", "-p", "n_contexts", "2"], 1, "cannot load model 'no-such-model-anywhere'"),
-    (["-p", "layers", "0,40", "-p", "n_contexts", "2"], 1, "layer 40 is out of range: gemma-3-270m has 18 blocks"),
-    (["-p", "context_length", "40000", "-p", "n_contexts", "2"], 1, "more than the 32768 gemma-3-270m can read"),
+    (["-p", "model", "no-such-model-anywhere", "-p", "n_contexts", "2"], 2, "cannot load model 'no-such-model-anywhere'"),
+    (["-p", "layers", "0,40", "-p", "n_contexts", "2"], 2, "layer 40 is out of range: gemma-3-270m has 18 blocks"),
+    (["-p", "context_length", "40000", "-p", "n_contexts", "2"], 2, "more than the 32768 gemma-3-270m can read"),
 ])
 def test_bad_parameters_give_one_clear_line(tmp_path, args, rc_expected, message):
     rc, _, err = iclnb("run", "css_basic", *args, "-o", str(tmp_path / "bad"))
@@ -43,6 +43,38 @@ def test_bad_parameters_give_one_clear_line(tmp_path, args, rc_expected, message
     lines = error_lines(err)
     assert lines and message in lines[0], err
     assert "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("experiment, args, message", [
+    ("deep_hierarchy", ["-p", "branching", "2,1"], "branching 2,1 has fewer than 2 leaves per finest cluster"),
+    ("deep_hierarchy", ["-p", "branching", "1000,1000"], "more than the 170 words of the vocabulary"),
+    ("hierarchical", ["-p", "models", "gemma-3-270m,nosuchmodel"], "cannot load model 'nosuchmodel'"),
+    ("context_switch", ["-p", "n_clusters", "20", "-p", "n_words", "15"], "n_clusters (20) cannot exceed n_words (15)"),
+    ("reproduce_lee", ["-p", "bif_context_length", "17"], "bif_context_length 17 must be one of context_lengths"),
+    ("reproduce_lee", ["-p", "context_lengths", "40,5", "-p", "bif_context_length", "5", "-p", "n_bif_contexts",
+                       "100"], "n_bif_contexts 100 exceeds n_contexts 40"),
+    ("incongruous_injection", ["-p", "positions", "1,500"], "insertion position 500 is not below any context length"),
+    ("css_basic", ["-p", "layers", "0,40"], "layer 40 is out of range: gemma-3-270m has 18 blocks"),
+    ("css_basic", ["-p", "context_length", "40000"], "more than the 32768 gemma-3-270m can read; use at most 32767"),
+])
+def test_checks_that_need_the_model_run_on_its_files_before_any_weight_loads(experiment, args, message, tmp_path,
+                                                                              capsys, monkeypatch):
+    """The experiment's own checks (cross-parameter rules, the tokenizer, the context window, the block count)
+    refuse in `iclnb run` with exit 2 and one line, before a directory is written or a weight is loaded."""
+    from iclnb import cli, models
+    from iclnb.models import loading
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("a model's weights were loaded before the checks refused the run")
+
+    monkeypatch.setattr(models, "load_model", no_weights)
+    monkeypatch.setattr(loading, "load_model", no_weights)
+    out = tmp_path / "out"
+    assert cli.main(["run", experiment, *args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("iclnb: error: ") and message in err[0], err
+    assert not out.exists()
 
 
 def test_output_dir_that_is_a_file(tmp_path):

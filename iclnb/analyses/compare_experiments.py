@@ -274,3 +274,34 @@ def use_depth(runs, layer_axis: str) -> bool:
     if layer_axis != "auto":
         return layer_axis == "depth"
     return len({r.n_blocks for r in runs}) > 1
+
+
+#: The small parameters the notebook tests run it with, after the runs it reads (TEST_SETUP; `iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {"n_boot": 100, "runs": "{runs}/loo,{runs}/css_basic-*,{runs}/reproduce_park-*"}
+TEST_SETUP = [
+    {
+        "experiment": "loo",
+        "parameters": {
+            "context_lengths": "6,10",
+            "layers": "0,2,-1",
+            "n_boot": 100,
+            "n_contexts": 2,
+            "output_dir": "{runs}/loo",
+            "positions": "2",
+        },
+    },
+    {
+        "experiment": "css_basic",
+        "parameters": {"context_length": 20, "layers": "0,-1", "n_boot": 100, "n_contexts": 4, "n_perm": 100},
+    },
+    {
+        "experiment": "reproduce_park",
+        "parameters": {
+            "batch_size": 2,
+            "context_lengths_tokens": "20,40",
+            "layers": "0,-1",
+            "n_contexts": 2,
+            "n_shuffles": 2,
+        },
+    },
+]

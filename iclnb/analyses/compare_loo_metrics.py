@@ -105,3 +105,20 @@ def css_across_contexts(source, layer, metric: str, seed: int, n_boot: int, n_pe
                              **{k: summary[k][position] for k in ("css", "ci_low", "ci_high", "pearson_r",
                                                                    "p_value", "q_value")}})
     return pd.DataFrame(rows)
+
+
+#: The small parameters the notebook tests run it with, after the runs it reads (TEST_SETUP; `iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {"layer": "-1", "n_boot": 100, "n_perm": 100, "results_dir": "{runs}/loo"}
+TEST_SETUP = [
+    {
+        "experiment": "loo",
+        "parameters": {
+            "context_lengths": "6,10",
+            "layers": "0,2,-1",
+            "n_boot": 100,
+            "n_contexts": 2,
+            "output_dir": "{runs}/loo",
+            "positions": "2",
+        },
+    },
+]

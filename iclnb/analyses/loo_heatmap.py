@@ -16,3 +16,20 @@ PARAMS = declare(
     OUTPUT_DIR,
     LOG,
 )
+
+
+#: The small parameters the notebook tests run it with, after the runs it reads (TEST_SETUP; `iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {"metrics": "ratio,within", "results_dir": "{runs}/loo"}
+TEST_SETUP = [
+    {
+        "experiment": "loo",
+        "parameters": {
+            "context_lengths": "6,10",
+            "layers": "0,2,-1",
+            "n_boot": 100,
+            "n_contexts": 2,
+            "output_dir": "{runs}/loo",
+            "positions": "2",
+        },
+    },
+]

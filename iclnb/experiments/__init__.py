@@ -10,11 +10,12 @@ The protocol every experiment module follows:
 * ``PARAMS``: its parameters (:mod:`iclnb.experiments.params`), the one place their defaults are written;
 * optionally ``PRESETS``: other experiment names that run the same notebook with other defaults
   (``{"loo_multilayer": {"layers": "all", ...}}``);
-* optionally ``check(p, model) -> None``: the checks that need the model's tokenizer, context window or layer
-  count (a context that cannot fit, say), given the checked parameters ``p`` and the loaded
-  :class:`~iclnb.models.Model` (None for an experiment without a ``model`` parameter). :func:`start` calls it before
-  any work; it raises :class:`~iclnb.core.errors.IclnbError` with one line that says what to use instead, and
-  returns nothing;
+* optionally ``check(p, model) -> None``: the checks across parameters and those that need the model's tokenizer,
+  context window or layer count (a context that cannot fit, say), given the checked parameters ``p`` and a
+  :class:`~iclnb.models.ModelSpec` (``tokenizer``, ``name``, ``n_layers``, ``max_positions``, ``resolve_layers``:
+  the model's files without its weights; None for an experiment without a ``model`` parameter). ``iclnb run`` and
+  :func:`start` call it before a directory is written or a weight is loaded; it raises
+  :class:`~iclnb.core.errors.IclnbError` with one line that says what to use instead, and returns nothing;
 * the measure step: a function taking ``(run, model, ..., p)`` that runs every unit of work through
   :func:`~iclnb.experiments.kit.measure_contexts` (forward passes) or :func:`~iclnb.experiments.kit.resume_units`
   (anything else), under the experiment's own checkpoint name, and returns the per-unit items (or a small dataclass
@@ -123,14 +124,28 @@ def find(name: str) -> Experiment:
     return experiments[name]
 
 
+def check_before_loading(module: ModuleType, p):
+    """Run the experiment's ``check(p, model)`` on what the model's files say without its weights: a
+    :class:`~iclnb.models.ModelSpec` (tokenizer, config, block count, context window), or None for an experiment
+    without a ``model`` parameter. Raises IclnbError with one line; nothing is loaded or written."""
+    if not hasattr(module, "check"):
+        return
+    spec = None
+    if "model" in p:
+        from iclnb.models import model_spec
+
+        spec = model_spec(p.model)
+    module.check(p, spec)
+
+
 def start(module: ModuleType, namespace: dict, device: str | None = None):
     """What every notebook does first: check every parameter, open the results directory, load the model.
 
     ``namespace`` is the notebook's ``globals()``: the values of the declared parameters are taken from it. Returns
     ``(p, run, model)``: the checked parameters (``p.n_contexts``), the :class:`~iclnb.results.run.Run`, and the
-    loaded :class:`~iclnb.models.Model` (None for an experiment without a ``model`` parameter). Nothing is loaded
-    or written before every parameter has passed its check; the experiment's ``check(p, model)`` runs before any
-    work.
+    loaded :class:`~iclnb.models.Model` (None for an experiment without a ``model`` parameter). Every check, the
+    experiment's ``check(p, model)`` included (on the model's tokenizer and config:
+    :func:`check_before_loading`), passes before a directory is written or a weight is loaded.
     """
     from iclnb.core.paths import default_output_dir
     from iclnb.results.run import Run
@@ -138,21 +153,20 @@ def start(module: ModuleType, namespace: dict, device: str | None = None):
     name = module.__name__.rsplit(".", 1)[-1]
     declaration = module.PARAMS
     p = declaration.validate(declaration.raw(namespace))
+    check_before_loading(module, p)
     output_dir = p.output_dir if "output_dir" in p and p.output_dir else default_output_dir(name)
     run = Run.open(output_dir, name, {**dict(p), "output_dir": str(output_dir)})
     run.on_finish(log_when_finished)
     model = None
-    try:
-        if "model" in p:
-            from iclnb.models import load_model
+    if "model" in p:
+        from iclnb.models import load_model
 
+        try:
             model = load_model(p.model, dtype=(p.dtype or None) if "dtype" in p else None, device=device)
             run.record_model(model.provenance())
-        if hasattr(module, "check"):
-            module.check(p, model)
-    except BaseException:
-        run.close()
-        raise
+        except BaseException:
+            run.close()
+            raise
     return p, run, model
 
 

@@ -37,7 +37,7 @@ import torch
 from iclnb.models.hooks import CaptureMixin
 from iclnb.core.errors import IclnbError
 from iclnb.core.layers import default_layers, layer_index, resolve_layers
-from iclnb.models.spec import locate_model, max_positions_of, text_config, unknown_model_message
+from iclnb.models.spec import load_tokenizer, locate_model, max_positions_of, text_config, unknown_model_message
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ def load_model(
     device: ``cpu``, ``cuda``, ``cuda:1`` ...; default CUDA when available. ``device_map="auto"`` shards a large
     model over the GPUs of one machine (accelerate) and then ``device`` is ignored.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -360,9 +360,7 @@ def load_model(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                tokenizer = AutoTokenizer.from_pretrained(
-                    location, trust_remote_code=trust_remote_code, local_files_only=local_only
-                )
+                tokenizer = load_tokenizer(location, local_only, trust_remote_code)
                 hf = AutoModelForCausalLM.from_pretrained(location, **kwargs)
             break
         except SafetensorError as exc:  # a truncated or garbled weights file

@@ -97,18 +97,44 @@ class ModelSpec:
         return default_layers(self.n_layers)
 
 
+_TOKENIZERS: dict = {}
+
+
+def _files_state(location: str) -> tuple:
+    path = Path(location)
+    if not path.is_dir():
+        return ()
+    return tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(path.iterdir()) if f.is_file())
+
+
+def load_tokenizer(location: str, local_only: bool, trust_remote_code: bool = False):
+    """The tokenizer at ``location``, read once per process while its files are unchanged (the checks before
+    loading and the model itself share it: a large tokenizer takes seconds to read)."""
+    import warnings
+
+    from transformers import AutoTokenizer
+
+    key = (location, local_only, trust_remote_code, _files_state(location))
+    if key not in _TOKENIZERS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _TOKENIZERS[key] = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code,
+                                                             local_files_only=local_only)
+    return _TOKENIZERS[key]
+
+
 def model_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` of ``name`` (an embedded name, a local directory or a Hugging Face id): its tokenizer
     and config, no weights. One IclnbError line for a name that cannot be found or read."""
     import warnings
 
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     location, local_only = locate_model(name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only)
+            tokenizer = load_tokenizer(location, local_only)
             config = AutoConfig.from_pretrained(location, local_files_only=local_only)
     except (OSError, ValueError) as exc:
         raise IclnbError(unknown_model_message(name, str(exc).splitlines()[0] if str(exc) else

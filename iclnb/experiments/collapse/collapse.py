@@ -493,3 +493,7 @@ def results_document(kinds, vs, probing, correlations, layers, p, model) -> dict
         "natural_text": corpus.provenance(),
         "repeated_words": repeat_words(model.tokenizer),
     }
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {"layers": "0,-1", "max_tokens": 128, "n_boot": 100, "n_contexts": 2}

@@ -264,3 +264,7 @@ def tidy_rows(r, n_boot: int, seed: int) -> list:
                 out.append(row("css_max_abs", layer, n, m["value"], m["ci_low"], m["ci_high"], level,
                                (m["null_mean"], nan, nan)))
     return out
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {"context_lengths": "10,20", "layers": "0,-1", "n_boot": 50, "n_contexts": 3, "n_perm": 50}

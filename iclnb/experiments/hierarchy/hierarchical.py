@@ -244,3 +244,14 @@ def tidy_rows(r, n_boot: int, seed: int) -> list:
                 out.append(row("energy_norm", layer, n, s["mean"], s["ci_low"], s["ci_high"], name,
                                (s.get("chance"), float("nan"), float("nan"))))
     return out
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {
+    "context_lengths": "10,20",
+    "layers": "0,-1",
+    "models": "gemma-3-270m",
+    "n_boot": 50,
+    "n_contexts": 3,
+    "n_perm": 50,
+}

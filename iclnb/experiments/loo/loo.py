@@ -416,3 +416,14 @@ def results_document(data: LooData, bridge_anchor, temporal) -> dict:
                        "contexts are prefixes of the longest; both word sets share the node walk",
         },
     }
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {
+    "context_lengths": "6,10",
+    "layers": "0,2,-1",
+    "n_boot": 100,
+    "n_contexts": 2,
+    "output_dir": "{runs}/loo",
+    "positions": "2",
+}

@@ -659,3 +659,13 @@ def results_document(setup: Setup, acc: dict, geo: dict, ctl: dict, days: dict |
         },
     }
     return doc
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {
+    "batch_size": 2,
+    "context_lengths_tokens": "20,40",
+    "layers": "0,-1",
+    "n_contexts": 2,
+    "n_shuffles": 2,
+}

@@ -335,3 +335,7 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
         for c, s in entry["perplexity"].items():
             rows.append(row("perplexity", "", n, s["mean"], s["ci_low"], s["ci_high"], c))
     return rows
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {"context_lengths": "8,16", "layers": "0,-1", "n_boot": 50, "n_contexts": 3}

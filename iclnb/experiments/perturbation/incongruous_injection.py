@@ -411,3 +411,14 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
                     s = cell[name]
                     rows.append(row(f"{name}_p{q}", "", int(n_key[2:]), s["mean"], s["ci_low"], s["ci_high"], kind))
     return rows
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {
+    "context_lengths": "10,16",
+    "kinds": "wrong_cluster,out_of_vocab",
+    "layers": "-1",
+    "n_boot": 50,
+    "n_contexts": 2,
+    "positions": "1,5",
+}

@@ -282,3 +282,16 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
                                 ckey.removeprefix("condition_"),
                                 (ctl.get("mean", np.nan), ctl.get("ci_low", np.nan), ctl.get("ci_high", np.nan))))
     return rows
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {
+    "context_length": 60,
+    "disambiguation_percent": "0,50",
+    "layers": "0,-1",
+    "n_boot": 50,
+    "n_contexts": 2,
+    "n_perm": 50,
+    "stride": 20,
+    "window": 20,
+}

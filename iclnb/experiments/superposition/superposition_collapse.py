@@ -294,3 +294,16 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
                 rows.append(row(name, layer, n_words, s["mean"], s["ci_low"], s["ci_high"], condition,
                                 (n["mean"], n["ci_low"], n["ci_high"])))
     return rows
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {
+    "collapse_window": 5,
+    "context_length": 40,
+    "layers": "0,-1",
+    "n_boot": 50,
+    "n_contexts": 4,
+    "n_perm": 50,
+    "null_steps": 2,
+    "window": 20,
+}

@@ -482,3 +482,15 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
             rows.append(row("crossing_n2", layer, float("nan"), cross.get("n2"), cross.get("ci_low"),
                             cross.get("ci_high"), condition))
     return rows
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {
+    "layers": "0,-1",
+    "n1": 30,
+    "n2_values": "0,10,20",
+    "n_boot": 50,
+    "n_contexts": 2,
+    "n_graph_pairs": 1,
+    "window": 10,
+}
