@@ -25,7 +25,8 @@ The protocol every experiment module follows:
   ``run.save_table``, ``run.finish``), so every cell shows what it writes;
 * optionally ``tidy_rows(r, n_boot, seed) -> list[dict]``: the long-format rows of a finished run ``r``
   (:class:`~iclnb.results.reader.RunResults`) that ``iclnb summarize`` and compare_experiments read, one dict per
-  (metric, layer, N, ...) with ``mean``, ``ci_low``, ``ci_high`` (:mod:`iclnb.ops.tidy` says which keys).
+  (metric, layer, N, ...) with ``mean``, ``ci_low``, ``ci_high``, each made by :func:`iclnb.experiments.kit.row`
+  (:mod:`iclnb.ops.tidy` says which keys).
 
 Adding an experiment touches no shared code: the registry below finds modules by name.
 """

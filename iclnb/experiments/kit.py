@@ -131,3 +131,22 @@ def measure_contexts(run, model, units: Sequence[Hashable], prompt: Callable[[Ha
 
     return resume_units(run, units, compute, checkpoint=checkpoint, key=key, total=total, batch_size=batch_size,
                         every_s=every_s, desc=desc or ("contexts (batches)" if tag is None else f"{tag} (batches)"))
+
+
+def row(metric: str, layer, n_words, mean, low, high, condition: str = "", null=(float("nan"),) * 3) -> dict:
+    """One row of an experiment's tidy table (what its ``tidy_rows`` returns, see :mod:`iclnb.ops.tidy`): ``metric``
+    at ``layer`` and ``n_words`` words in ``condition``, its mean and interval (``low``, ``high``), and ``null``, the
+    (mean, ci_low, ci_high) of the metric's null (NaN where it has none). A value that is not a finite number becomes
+    NaN; the run, model, experiment and depth columns are filled in by the tidy table."""
+    import math
+
+    def number(value) -> float:
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            return math.nan
+        return out if math.isfinite(out) else math.nan
+
+    return {"condition": condition, "layer": layer, "N": number(n_words), "metric": metric, "mean": number(mean),
+            "ci_low": number(low), "ci_high": number(high), "null": number(null[0]),
+            "null_ci_low": number(null[1]), "null_ci_high": number(null[2])}

@@ -16,9 +16,9 @@ its numbers:
 * ``compare_loo_metrics``: its ``metric_curves`` records.
 
 An experiment module can also carry its own extractor: a function ``tidy_rows(r, n_boot, seed)`` in
-``iclnb/experiments/<family>/<name>.py`` (or ``iclnb/analyses/<name>.py``) returning rows made with :func:`row`;
-:func:`tidy` uses it when the experiment is not in :data:`EXTRACTORS`, so a new experiment adds its extractor beside
-its own code.
+``iclnb/experiments/<family>/<name>.py`` (or ``iclnb/analyses/<name>.py``) returning rows made with
+:func:`iclnb.experiments.kit.row` (as the extractors here do); :func:`tidy` uses it when the experiment is not in
+:data:`EXTRACTORS`, so a new experiment adds its extractor beside its own code.
 
 A run of another experiment gives an empty table with the same columns (:func:`supported` says which do).
 ``condition`` is the word set (loo) and empty elsewhere; ``depth`` is block / (blocks − 1), which lines up models
@@ -27,27 +27,18 @@ of different depth; ``null*`` are NaN where the experiment states no null.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from iclnb.core.seeding import stream
+from iclnb.experiments.kit import row
 from iclnb.results.io import nan_array
 
-__all__ = ["COLUMNS", "tidy", "supported", "EXTRACTORS", "row", "extractor"]
+__all__ = ["COLUMNS", "tidy", "supported", "EXTRACTORS", "extractor"]
 
 COLUMNS = ["run", "model", "experiment", "condition", "layer", "depth", "N", "metric", "mean", "ci_low", "ci_high",
            "null", "null_ci_low", "null_ci_high"]
 
 _NAN = float("nan")
-
-
-def _f(value) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return _NAN
-    return out if math.isfinite(out) else _NAN
 
 
 def _layer_number(key: str):
@@ -63,14 +54,6 @@ def _layer_keys(r) -> list[tuple]:
         if isinstance(r.results.get(key), dict):
             out.append((key, layer))
     return out
-
-
-def row(metric, layer, n_words, mean, low, high, condition="", null=(_NAN, _NAN, _NAN)) -> dict:
-    """One tidy row (the run, model, experiment and depth columns are filled in by :func:`tidy`); ``null`` is
-    (mean, ci_low, ci_high) of the metric's null, NaN where it has none; non-finite values become NaN."""
-    return {"condition": condition, "layer": layer, "N": _f(n_words), "metric": metric, "mean": _f(mean),
-            "ci_low": _f(low), "ci_high": _f(high), "null": _f(null[0]), "null_ci_low": _f(null[1]),
-            "null_ci_high": _f(null[2])}
 
 
 # ---------------------------------------------------------------------------------------------------- extractors

@@ -246,7 +246,7 @@ def results_document(tab: dict, graph, walks: np.ndarray, measured: dict, frames
 def tidy_rows(r, n_boot: int, seed: int) -> list:
     """One row per (level, N, layer) for the separation Φ − null, Φ (null: its node-shuffled null) and max |CSS|
     (null: its permutation null); ``condition`` is the level."""
-    from iclnb.ops.tidy import row
+    from iclnb.experiments.kit import row
 
     out = []
     nan = float("nan")

@@ -219,7 +219,7 @@ def tidy_rows(r, n_boot: int, seed: int) -> list:
     """One row per (model, N, layer, level) for Φ (null: its node-shuffled null), its excess over the null, the
     coherence and max |CSS| (null: its permutation null), and per (model, N, layer) for E_norm (null: the chance
     value |edges| / C(n, 2)); ``condition`` is ``<model>/<level>`` (or ``<model>``)."""
-    from iclnb.ops.tidy import row
+    from iclnb.experiments.kit import row
 
     out = []
     for name, mt in (r.results.get("models") or {}).items():

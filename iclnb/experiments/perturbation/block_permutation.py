@@ -312,7 +312,7 @@ def results_document(contexts: dict, tabs: dict, graph, layers, model, p) -> dic
 def tidy_rows(r, n_boot, seed) -> list[dict]:
     """Rows for ``iclnb summarize`` / compare_experiments: per (N, layer, condition) Φ (with its null), E_norm and
     the log-ratio of Φ natural / condition; per (N, condition) the perplexity."""
-    from iclnb.ops.tidy import row
+    from iclnb.experiments.kit import row
 
     rows = []
     res = r.results

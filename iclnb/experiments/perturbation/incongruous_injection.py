@@ -390,7 +390,7 @@ def results_document(contexts: dict, tabs: dict, by_layer: dict, graph, layers, 
 def tidy_rows(r, n_boot, seed) -> list[dict]:
     """Rows for ``iclnb summarize`` / compare_experiments: ΔΦ per (kind, N, layer) averaged over positions, and
     per (kind, N, p) the mean ΔΦ at each layer (metric ``delta_phi_p<p>``) and the losses."""
-    from iclnb.ops.tidy import row
+    from iclnb.experiments.kit import row
 
     rows = []
     for kind, by_n in (r.results.get("delta_phi_by_layer") or {}).items():

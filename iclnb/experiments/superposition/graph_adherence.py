@@ -265,7 +265,7 @@ def results_document(data: dict, summary: dict, graph, p, model, layers) -> dict
 def tidy_rows(r, n_boot, seed) -> list[dict]:
     """Rows for ``iclnb summarize`` / compare_experiments: each measure toward the true hypothesis after D per
     condition and layer (null: the never-revealed control's second half at that layer)."""
-    from iclnb.ops.tidy import row
+    from iclnb.experiments.kit import row
 
     rows = []
     n_words = r.params.get("context_length")

@@ -274,7 +274,7 @@ def results_document(data: dict, summary: dict, graph, p, model, layers) -> dict
 def tidy_rows(r, n_boot, seed) -> list[dict]:
     """Rows for ``iclnb summarize`` / compare_experiments: accuracy (null: the control's), collapse and
     velocity_spike (null: random non-disambiguating steps) per condition and layer."""
-    from iclnb.ops.tidy import row
+    from iclnb.experiments.kit import row
 
     rows = []
     n_words = r.params.get("context_length")

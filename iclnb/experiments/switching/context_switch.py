@@ -455,7 +455,7 @@ def tidy_rows(r, n_boot, seed) -> list[dict]:
     """Rows for ``iclnb summarize`` / compare_experiments: per (graph pair or pooled, n2, layer) the ratio with its
     node-permuted null and the normalised pair-class distances; per (graph pair or pooled, layer) the crossing n2.
     N is the context length in words, n1 + n2; condition names the graph pair."""
-    from iclnb.ops.tidy import row
+    from iclnb.experiments.kit import row
 
     res = r.results
     n1 = res.get("n1") or r.params.get("n1") or 0
