@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from iclnb.core import files
 from iclnb.core.errors import IclnbError
-from iclnb.results import io as results_io
 from iclnb.results import run as runs
 from iclnb.results.io import read_json, to_jsonable, write_json
 from iclnb.results.run import Checkpoint, Run
@@ -96,7 +96,7 @@ def test_atomic_write_keeps_old_file_when_rename_fails(tmp_path, monkeypatch):
     def broken(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(results_io.os, "replace", broken)
+    monkeypatch.setattr(files.os, "replace", broken)
     with pytest.raises(OSError):
         write_json(path, {"ok": 2})
     monkeypatch.undo()
@@ -192,7 +192,7 @@ def test_files_are_written_with_the_umask_not_0600(tmp_path):
     old = os.umask(0o022)
     try:
         write_json(tmp_path / "a.json", {"x": 1})
-        results_io.write_text(tmp_path / "b.txt", "hello")
+        files.write_text(tmp_path / "b.txt", "hello")
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644

@@ -92,7 +92,7 @@ def sync_notebooks(names=None, *, check: bool = False, directory: Path | None = 
         if new != text:
             differed.append(name)
             if not check:
-                from iclnb.results.io import write_text
+                from iclnb.core.files import write_text
 
                 write_text(path, new)
     return differed

@@ -272,7 +272,7 @@ def summarize(directory, force: bool = False) -> Path:
     """Write the draft to ``summary.md`` in the run's directory (atomically) and return its path. An existing
     summary.md (perhaps already edited by hand) is replaced only with ``force``."""
     from iclnb.core.paths import results_dir
-    from iclnb.results.io import write_text
+    from iclnb.core.files import write_text
 
     path = results_dir(directory) / SUMMARY_NAME
     if path.exists() and not force:

@@ -15,7 +15,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from iclnb.results.io import write_text
+from iclnb.core.files import write_text
 
 __all__ = ["save_figure", "write_html", "export_pngs", "find_browser"]
 

@@ -1,19 +1,14 @@
-"""Writing and reading results: one atomic-write helper and one strict JSON codec.
-
-Every file iclnb writes goes through :func:`atomic_write`: the content is written to a temporary file in the same
-directory, fsynced, given the permissions the umask allows (like any new file), and renamed over the target, so a
-crash or a full disk never leaves a half-written file. JSON is strict: NaN is written as ``null`` and read back as
-NaN where a number is expected (:func:`nan_array`), infinity is refused with its key path.
+"""Writing and reading results: JSON, CSV and npz, each written atomically
+(:func:`iclnb.core.files.atomic_write`: a crash or a full disk never leaves a half-written file), and one strict
+JSON codec. JSON is strict: NaN is written as ``null`` and read back as NaN where a number is expected
+(:func:`nan_array`), infinity is refused with its key path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
@@ -21,48 +16,9 @@ from typing import Any
 import numpy as np
 
 from iclnb.core.errors import IclnbError
+from iclnb.core.files import atomic_write, write_text
 
-__all__ = ["atomic_write", "write_text", "write_json", "read_json", "write_csv", "write_npz", "read_npz",
-           "to_jsonable", "nan_array"]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_write(path, suffix: str = ".tmp"):
-    """Yield a temporary path beside ``path``; when the block ends without error, the file there replaces ``path``
-    (fsynced, mode 0666 minus the umask). On error the temporary file is removed and ``path`` is untouched."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def write_text(path, text: str) -> Path:
-    with atomic_write(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return Path(path)
+__all__ = ["write_json", "read_json", "write_csv", "write_npz", "read_npz", "to_jsonable", "nan_array"]
 
 
 def write_csv(path, table) -> Path:
@@ -194,8 +150,8 @@ def to_jsonable(obj: Any, _path: str = "") -> Any:
 
 
 def write_json(path, obj) -> Path:
-    """Write ``obj`` as strict JSON (no NaN/Infinity tokens), atomically (:func:`atomic_write`): the whole text is
-    built first, so a value that cannot be stored leaves the previous file untouched."""
+    """Write ``obj`` as strict JSON (no NaN/Infinity tokens), atomically (:func:`~iclnb.core.files.atomic_write`):
+    the whole text is built first, so a value that cannot be stored leaves the previous file untouched."""
     text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
     return write_text(path, text)
 
