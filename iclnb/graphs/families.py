@@ -13,11 +13,11 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from iclnb.core.errors import IclnbError
-from iclnb.graphs.graph import (Graph, _check_int, _check_probability, _check_rng, _default_words,
-                                _frozen_array, _permuted_words)
+from iclnb.graphs.graph import (Graph, check_int, check_probability, check_rng, default_words,
+                                frozen_array, permuted_words)
 from iclnb.graphs.vocab import GRID_WORDS, SEMANTIC_GROUPS, UNRELATED_GROUPS, WEEKDAYS
 
-def _bernoulli_adjacency(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def bernoulli_adjacency(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Independent edges i<j with the given probabilities (one uniform draw per ordered cell, upper triangle used)."""
     n = probabilities.shape[0]
     draws = rng.random((n, n))
@@ -25,7 +25,7 @@ def _bernoulli_adjacency(probabilities: np.ndarray, rng: np.random.Generator) ->
     return (upper | upper.T).astype(np.uint8)
 
 
-def _repair_connectivity(adjacency: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[list[int]]]:
+def repair_connectivity(adjacency: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[list[int]]]:
     """Link every extra component to the main (largest; lowest label on ties) component by one edge.
 
     For each extra component, in order of its smallest node, one uniformly drawn node of it is joined to one
@@ -52,8 +52,8 @@ def _repair_connectivity(adjacency: np.ndarray, rng: np.random.Generator) -> tup
 
 def _block_graph(labels: np.ndarray, p_intra: float, p_inter: float, rng: np.random.Generator):
     same = labels[:, None] == labels[None, :]
-    adjacency = _bernoulli_adjacency(np.where(same, p_intra, p_inter), rng)
-    return _repair_connectivity(adjacency, rng)
+    adjacency = bernoulli_adjacency(np.where(same, p_intra, p_inter), rng)
+    return repair_connectivity(adjacency, rng)
 
 
 def _two_level_distance(labels: np.ndarray) -> np.ndarray:
@@ -78,13 +78,13 @@ def grid(rows: int = 4, cols: int = 4, words: Sequence[str] | None = None) -> Gr
     Default words: :data:`GRID_WORDS` for 4x4 (Park et al.), otherwise the first ``rows * cols`` of :data:`NOUNS`.
     ``extra["positions"]`` holds each node's ``(row, col)``.
     """
-    rows = _check_int("rows", rows, 1)
-    cols = _check_int("cols", cols, 1)
+    rows = check_int("rows", rows, 1)
+    cols = check_int("cols", cols, 1)
     n = rows * cols
     if n < 2:
         raise IclnbError("a grid needs at least 2 nodes (rows * cols >= 2)")
     if words is None:
-        words = GRID_WORDS if (rows, cols) == (4, 4) else _default_words(n, "grid")
+        words = GRID_WORDS if (rows, cols) == (4, 4) else default_words(n, "grid")
     index = np.arange(n).reshape(rows, cols)
     adjacency = np.zeros((n, n), dtype=np.uint8)
     right = (index[:, :-1].ravel(), index[:, 1:].ravel())
@@ -97,9 +97,9 @@ def grid(rows: int = 4, cols: int = 4, words: Sequence[str] | None = None) -> Gr
 
 def ring(n: int = 12, words: Sequence[str] | None = None) -> Graph:
     """Cycle of ``n`` nodes; node i is joined to i-1 and i+1 (mod n). Default words: the first n of :data:`NOUNS`."""
-    n = _check_int("n", n, 3)
+    n = check_int("n", n, 3)
     if words is None:
-        words = _default_words(n, "ring")
+        words = default_words(n, "ring")
     nodes = np.arange(n)
     adjacency = np.zeros((n, n), dtype=np.uint8)
     adjacency[nodes, (nodes + 1) % n] = 1
@@ -113,12 +113,12 @@ def hex_lattice(rows: int = 4, cols: int = 4, words: Sequence[str] | None = None
     Node order: networkx's ``(i, j)`` node coordinates sorted lexicographically (``extra["positions"]`` keeps them);
     a 4x4 lattice has 48 nodes. Default words: the first n of :data:`NOUNS`.
     """
-    rows = _check_int("rows", rows, 1)
-    cols = _check_int("cols", cols, 1)
+    rows = check_int("rows", rows, 1)
+    cols = check_int("cols", cols, 1)
     nx_graph = nx.hexagonal_lattice_graph(rows, cols)
     nodes = sorted(nx_graph.nodes())
     if words is None:
-        words = _default_words(len(nodes), "hex_lattice")
+        words = default_words(len(nodes), "hex_lattice")
     return _lattice_graph(
         "hex_lattice", nx_graph, nodes, words, {"rows": rows, "cols": cols, "positions": np.array(nodes)}
     )
@@ -143,18 +143,18 @@ def sbm(
     are used, so the edges do not depend on ``words``. Labeling ``"cluster"``; hierarchy distance 1 within a
     cluster and 2 between clusters.
     """
-    n_clusters = _check_int("n_clusters", n_clusters, 1)
-    cluster_size = _check_int("cluster_size", cluster_size, 1)
-    p_intra = _check_probability("p_intra", p_intra)
-    p_inter = _check_probability("p_inter", p_inter)
-    rng = _check_rng(rng)
+    n_clusters = check_int("n_clusters", n_clusters, 1)
+    cluster_size = check_int("cluster_size", cluster_size, 1)
+    p_intra = check_probability("p_intra", p_intra)
+    p_inter = check_probability("p_inter", p_inter)
+    rng = check_rng(rng)
     n = n_clusters * cluster_size
     if n < 2:
         raise IclnbError("an sbm graph needs at least 2 nodes (n_clusters * cluster_size >= 2)")
     labels = np.arange(n) // cluster_size
     adjacency, repairs = _block_graph(labels, p_intra, p_inter, rng)
     if words is None:
-        words = _permuted_words(n, rng, "sbm")
+        words = permuted_words(n, rng, "sbm")
     return Graph(
         name="sbm",
         adjacency=adjacency,
@@ -192,12 +192,12 @@ def hierarchy(
     """
     if isinstance(branching, (int, np.integer)) or isinstance(branching, str):
         raise IclnbError("branching must be a sequence of integers, e.g. [2, 2, 4]")
-    branching = [_check_int("every branching factor", b, 1) for b in branching]
+    branching = [check_int("every branching factor", b, 1) for b in branching]
     if not branching:
         raise IclnbError("branching must have at least one level, e.g. [2, 2, 4]")
-    p_same = _check_probability("p_same", p_same)
-    decay = _check_probability("decay", decay)
-    rng = _check_rng(rng)
+    p_same = check_probability("p_same", p_same)
+    decay = check_probability("decay", decay)
+    rng = check_rng(rng)
     n = math.prod(branching)
     if n < 2:
         raise IclnbError(f"branching {branching} gives {n} node; a hierarchy needs at least 2")
@@ -215,10 +215,10 @@ def hierarchy(
     exponent = distance if legacy_distance else distance - 1
     probabilities = p_same * decay ** np.maximum(exponent, 0).astype(float)
     np.fill_diagonal(probabilities, 0.0)
-    adjacency = _bernoulli_adjacency(probabilities, rng)
-    adjacency, repairs = _repair_connectivity(adjacency, rng)
+    adjacency = bernoulli_adjacency(probabilities, rng)
+    adjacency, repairs = repair_connectivity(adjacency, rng)
     if words is None:
-        words = _permuted_words(n, rng, "hierarchy")
+        words = permuted_words(n, rng, "hierarchy")
     labelings = {f"level_{k + 1}": ancestors[k] for k in range(depth - 1)}
     return Graph(
         name="hierarchy",
@@ -255,9 +255,9 @@ def semantic_conflict(
     sets = {"semantic": SEMANTIC_GROUPS, "unrelated": UNRELATED_GROUPS}
     if word_set not in sets:
         raise IclnbError(f"word_set must be one of {sorted(sets)}, got {word_set!r}")
-    p_intra = _check_probability("p_intra", p_intra)
-    p_inter = _check_probability("p_inter", p_inter)
-    rng = _check_rng(rng)
+    p_intra = check_probability("p_intra", p_intra)
+    p_inter = check_probability("p_inter", p_inter)
+    rng = check_rng(rng)
     groups = sets[word_set]
     n_clusters, n_groups = 3, 4
     nodes = np.arange(n_clusters * n_groups)
@@ -316,15 +316,15 @@ def dual(
     :func:`dual_walk` or :func:`random_walk` with ``adjacency=hypothesis_adjacency(graph, "H2")``.
     ``extra["agreement"]`` keeps the final agreement.
     """
-    n_words = _check_int("n_words", n_words, 2)
-    n_clusters = _check_int("n_clusters", n_clusters, 1)
+    n_words = check_int("n_words", n_words, 2)
+    n_clusters = check_int("n_clusters", n_clusters, 1)
     if n_clusters > n_words:
         raise IclnbError(f"n_clusters ({n_clusters}) cannot exceed n_words ({n_words})")
-    p_intra = _check_probability("p_intra", p_intra)
-    p_inter = _check_probability("p_inter", p_inter)
-    max_agreement = _check_probability("max_agreement", max_agreement)
-    max_redraws = _check_int("max_redraws", max_redraws, 1)
-    rng = _check_rng(rng)
+    p_intra = check_probability("p_intra", p_intra)
+    p_inter = check_probability("p_inter", p_inter)
+    max_agreement = check_probability("max_agreement", max_agreement)
+    max_redraws = check_int("max_redraws", max_redraws, 1)
+    rng = check_rng(rng)
     h1 = np.arange(n_words) * n_clusters // n_words
     for _ in range(max_redraws):
         h2 = rng.permutation(h1)
@@ -340,7 +340,7 @@ def dual(
     g1, repairs1 = _block_graph(h1, p_intra, p_inter, rng)
     g2, repairs2 = _block_graph(h2, p_intra, p_inter, rng)
     if words is None:
-        words = _permuted_words(n_words, rng, "dual")
+        words = permuted_words(n_words, rng, "dual")
     return Graph(
         name="dual",
         adjacency=g1,
@@ -348,7 +348,7 @@ def dual(
         labelings={"H1": h1, "H2": h2},
         hierarchy_distance=None,
         extra={
-            "G2_adjacency": _frozen_array(g2, np.uint8),
+            "G2_adjacency": frozen_array(g2, np.uint8),
             "agreement": agreement,
             "p_intra": p_intra,
             "p_inter": p_inter,
@@ -362,12 +362,12 @@ def days_of_week_ring(rng: np.random.Generator) -> Graph:
 
     Node k carries ``WEEKDAYS[extra["calendar_order"][k]]`` and is joined to nodes k-1 and k+1 (mod 7).
     """
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     order = rng.permutation(len(WEEKDAYS))
     base = ring(len(WEEKDAYS), words=[WEEKDAYS[i] for i in order])
     return Graph(
         name="days_of_week_ring",
         adjacency=base.adjacency,
         words=base.words,
-        extra={"calendar_order": _frozen_array(order, np.int64)},
+        extra={"calendar_order": frozen_array(order, np.int64)},
     )

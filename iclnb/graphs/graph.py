@@ -12,7 +12,8 @@ from iclnb.core.errors import IclnbError
 from iclnb.graphs.vocab import NOUNS
 
 
-def _frozen_array(values, dtype) -> np.ndarray:
+def frozen_array(values, dtype) -> np.ndarray:
+    """A read-only copy of ``values`` as a numpy array of ``dtype``."""
     arr = np.array(values, dtype=dtype, copy=True)
     arr.setflags(write=False)
     return arr
@@ -59,14 +60,14 @@ class Graph:
             labels = np.asarray(labels)
             if labels.shape != (n,):
                 raise IclnbError(f"labeling {key!r} must have one cluster id per node ({n}), got shape {labels.shape}")
-            labelings[str(key)] = _frozen_array(labels, np.int64)
+            labelings[str(key)] = frozen_array(labels, np.int64)
         distance = self.hierarchy_distance
         if distance is not None:
             distance = np.asarray(distance)
             if distance.shape != (n, n):
                 raise IclnbError(f"hierarchy_distance must have shape ({n}, {n}), got {distance.shape}")
-            distance = _frozen_array(distance, np.int64)
-        object.__setattr__(self, "adjacency", _frozen_array(adjacency, np.uint8))
+            distance = frozen_array(distance, np.int64)
+        object.__setattr__(self, "adjacency", frozen_array(adjacency, np.uint8))
         object.__setattr__(self, "words", words)
         object.__setattr__(self, "labelings", labelings)
         object.__setattr__(self, "hierarchy_distance", distance)
@@ -117,7 +118,8 @@ class Graph:
 
 
 
-def _check_int(name: str, value, minimum: int) -> int:
+def check_int(name: str, value, minimum: int) -> int:
+    """``value`` as an int, refused (one IclnbError naming ``name``) unless it is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise IclnbError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
@@ -125,7 +127,8 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def _check_probability(name: str, value) -> float:
+def check_probability(name: str, value) -> float:
+    """``value`` as a float, refused (one IclnbError naming ``name``) unless it lies in [0, 1]."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -135,7 +138,8 @@ def _check_probability(name: str, value) -> float:
     return value
 
 
-def _check_rng(rng) -> np.random.Generator:
+def check_rng(rng) -> np.random.Generator:
+    """``rng`` itself, refused unless it is a ``numpy.random.Generator`` (graphs never draw from a global seed)."""
     if not isinstance(rng, np.random.Generator):
         raise IclnbError(
             "rng must be a numpy.random.Generator, e.g. iclnb.core.seeding.stream(seed, 'graph'); "
@@ -159,7 +163,8 @@ def _check_words(words, n: int) -> tuple[str, ...]:
     return words
 
 
-def _default_words(n: int, family: str) -> tuple[str, ...]:
+def default_words(n: int, family: str) -> tuple[str, ...]:
+    """The first ``n`` words of :data:`NOUNS`, refused when the vocabulary holds fewer."""
     if n > len(NOUNS):
         raise IclnbError(
             f"{family} with {n} nodes needs more words than the default vocabulary NOUNS holds ({len(NOUNS)}); "
@@ -168,7 +173,8 @@ def _default_words(n: int, family: str) -> tuple[str, ...]:
     return NOUNS[:n]
 
 
-def _permuted_words(n: int, rng: np.random.Generator, family: str) -> tuple[str, ...]:
+def permuted_words(n: int, rng: np.random.Generator, family: str) -> tuple[str, ...]:
+    """``n`` distinct words of :data:`NOUNS` in an order drawn from ``rng``, refused when the vocabulary holds fewer."""
     if n > len(NOUNS):
         raise IclnbError(
             f"{family} with {n} nodes needs more words than the default vocabulary NOUNS holds ({len(NOUNS)}); "

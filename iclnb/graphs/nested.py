@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from iclnb.core.errors import IclnbError
-from iclnb.graphs.families import _bernoulli_adjacency, _repair_connectivity
-from iclnb.graphs.graph import Graph, _check_int, _check_probability, _check_rng, _permuted_words
+from iclnb.graphs.families import bernoulli_adjacency, repair_connectivity
+from iclnb.graphs.graph import Graph, check_int, check_probability, check_rng, permuted_words
 
 __all__ = ["nested_hierarchy", "two_level_hierarchy"]
 
@@ -24,7 +24,7 @@ __all__ = ["nested_hierarchy", "two_level_hierarchy"]
 def _paths(sizes, where: str = "sizes") -> tuple[list[list[int]], int]:
     """Each node's path of child indices down the tree (coarsest first), and the number of cluster levels."""
     if isinstance(sizes, (int, np.integer)) and not isinstance(sizes, bool):
-        count = _check_int(f"every group size in {where}", sizes, 1)
+        count = check_int(f"every group size in {where}", sizes, 1)
         return [[] for _ in range(count)], 0
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) == 0:
         raise IclnbError(f"{where} must be a group size (an integer) or a non-empty list of groups, e.g. "
@@ -67,9 +67,9 @@ def nested_hierarchy(
     if levels < 1:
         raise IclnbError("a nested hierarchy needs at least one level of clusters above the nodes, e.g. [[2, 3], "
                          "[2, 3]] or [5, 5]")
-    p_same = _check_probability("p_same", p_same)
-    decay = _check_probability("decay", decay)
-    rng = _check_rng(rng)
+    p_same = check_probability("p_same", p_same)
+    decay = check_probability("decay", decay)
+    rng = check_rng(rng)
     n = len(paths)
     if n < 2:
         raise IclnbError(f"group sizes {sizes!r} give {n} node; a hierarchy needs at least 2")
@@ -94,13 +94,13 @@ def nested_hierarchy(
                 or len(probabilities) != depth:
             raise IclnbError(f"probabilities must give one edge probability per hierarchy distance 1..{depth} "
                              f"(finest group first), got {probabilities!r}")
-        table = np.array([0.0] + [_check_probability("every edge probability", q) for q in probabilities])
+        table = np.array([0.0] + [check_probability("every edge probability", q) for q in probabilities])
         edge_p = table[distance]
     np.fill_diagonal(edge_p, 0.0)
-    adjacency = _bernoulli_adjacency(edge_p, rng)
-    adjacency, repairs = _repair_connectivity(adjacency, rng)
+    adjacency = bernoulli_adjacency(edge_p, rng)
+    adjacency, repairs = repair_connectivity(adjacency, rng)
     if words is None:
-        words = _permuted_words(n, rng, "hierarchy")
+        words = permuted_words(n, rng, "hierarchy")
     return Graph(
         name="hierarchy",
         adjacency=adjacency,
@@ -137,10 +137,10 @@ def two_level_hierarchy(
     ``"level_2"``: its sub-cluster. Edges and walks as :func:`nested_hierarchy` (within a sub-cluster ``p_same``,
     between sub-clusters of one super-cluster ``p_same * decay``, between super-clusters ``p_same * decay²``; or
     ``probabilities`` = [within a sub-cluster, between sub-clusters of one super-cluster, between super-clusters])."""
-    n_super = _check_int("n_super", n_super, 1)
+    n_super = check_int("n_super", n_super, 1)
     if isinstance(sub_sizes, (int, np.integer)) or isinstance(sub_sizes, str):
         raise IclnbError("sub_sizes must be a list of sub-cluster sizes, e.g. [2, 3]")
-    sub = [_check_int("every sub-cluster size", s, 1) for s in sub_sizes]
+    sub = [check_int("every sub-cluster size", s, 1) for s in sub_sizes]
     if not sub:
         raise IclnbError("sub_sizes must name at least one sub-cluster size, e.g. [2, 3]")
     return nested_hierarchy([list(sub) for _ in range(n_super)], p_same, decay, rng=rng, words=words,

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from iclnb.core.errors import IclnbError
-from iclnb.graphs.graph import Graph, _check_rng
-from iclnb.graphs.walks import _check_adjacency_override, _check_walk, is_bridge
+from iclnb.graphs.graph import Graph, check_rng
+from iclnb.graphs.walks import check_adjacency_override, check_walk, is_bridge
 
 def cluster_runs(graph: Graph, walk, labeling: str = "cluster") -> list[np.ndarray]:
     """The walk split into maximal runs of consecutive positions in the same cluster."""
-    walk = _check_walk(graph, walk)
+    walk = check_walk(graph, walk)
     if walk.size == 0:
         return []
     starts = np.flatnonzero(is_bridge(graph, walk, labeling))
@@ -26,7 +26,7 @@ def block_permute(graph: Graph, walk, rng: np.random.Generator, labeling: str = 
     (:func:`non_edge_steps` and :func:`junction_counts` count them). ``return_starts=True`` also returns the
     positions where each run after the first starts in the result (its junctions), as ``(walk, starts)``.
     """
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     runs = cluster_runs(graph, walk, labeling)
     if not runs:
         empty = np.zeros(0, dtype=np.int64)
@@ -42,7 +42,7 @@ def junction_counts(graph: Graph, walk, starts, labeling: str = "cluster") -> di
     """At the junctions of a block-permuted walk (``starts``: positions where a new run begins): how many there
     are, how many are not graph edges (``non_edge``: walk[s − 1] and walk[s] not adjacent), and how many join two
     runs of the same cluster (``merges``: they read as one longer run)."""
-    walk = _check_walk(graph, walk)
+    walk = check_walk(graph, walk)
     starts = np.asarray(starts, dtype=np.int64)
     if starts.size and (starts.min() < 1 or starts.max() >= walk.size):
         raise IclnbError(f"junction positions must lie in [1, {walk.size}), got {starts.tolist()}")
@@ -54,7 +54,7 @@ def junction_counts(graph: Graph, walk, starts, labeling: str = "cluster") -> di
 
 def full_shuffle(walk, rng: np.random.Generator) -> np.ndarray:
     """The walk's positions in a uniformly random order."""
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     walk = np.asarray(walk)
     if walk.ndim != 1:
         raise IclnbError(f"a walk must be a 1-D sequence of node indices, got shape {walk.shape}")
@@ -63,8 +63,8 @@ def full_shuffle(walk, rng: np.random.Generator) -> np.ndarray:
 
 def non_edge_steps(graph: Graph, walk, adjacency: np.ndarray | None = None) -> int:
     """Number of consecutive position pairs that are not joined by an edge (e.g. junctions of a permuted walk)."""
-    walk = _check_walk(graph, walk)
-    adjacency = _check_adjacency_override(graph, adjacency)
+    walk = check_walk(graph, walk)
+    adjacency = check_adjacency_override(graph, adjacency)
     if walk.size < 2:
         return 0
     return int(np.sum(adjacency[walk[:-1], walk[1:]] == 0))

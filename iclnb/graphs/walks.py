@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from iclnb.core.errors import IclnbError
-from iclnb.graphs.graph import Graph, _check_int, _check_rng
+from iclnb.graphs.graph import Graph, check_int, check_rng
 
 def hypothesis_adjacency(graph: Graph, hypothesis: str) -> np.ndarray:
     """The adjacency of a dual graph under ``hypothesis``: ``"H1"`` -> ``adjacency``, ``"H2"`` -> G2."""
@@ -21,7 +21,8 @@ def hypothesis_adjacency(graph: Graph, hypothesis: str) -> np.ndarray:
     raise IclnbError(f"hypothesis must be 'H1' or 'H2', got {hypothesis!r}")
 
 
-def _check_adjacency_override(graph: Graph, adjacency) -> np.ndarray:
+def check_adjacency_override(graph: Graph, adjacency) -> np.ndarray:
+    """The adjacency a walk follows: ``graph``'s own if ``adjacency`` is None, else ``adjacency``, checked (n, n)."""
     if adjacency is None:
         return graph.adjacency
     adjacency = np.asarray(adjacency)
@@ -46,15 +47,15 @@ def random_walk(
     replaces the graph's own (e.g. a dual graph's G2). Draw order: the start (when not given), then one uniform
     per step.
     """
-    length = _check_int("length", length, 0)
-    rng = _check_rng(rng)
+    length = check_int("length", length, 0)
+    rng = check_rng(rng)
     try:
         bridge_penalty = float(bridge_penalty)
     except (TypeError, ValueError):
         raise IclnbError(f"bridge_penalty must be a positive number, got {bridge_penalty!r}") from None
     if not (bridge_penalty > 0 and math.isfinite(bridge_penalty)):
         raise IclnbError(f"bridge_penalty must be a positive finite number, got {bridge_penalty}")
-    adjacency = _check_adjacency_override(graph, adjacency)
+    adjacency = check_adjacency_override(graph, adjacency)
     weights = (adjacency > 0).astype(float)
     if graph.hierarchy_distance is not None and bridge_penalty != 1.0:
         exponent = np.maximum(graph.hierarchy_distance - 1, 0)
@@ -105,13 +106,13 @@ def dual_walk(
     no valid choice, the whole walk is redrawn (up to ``max_tries`` times) and then an IclnbError explains that the
     setting is degenerate. Returns node indices.
     """
-    length = _check_int("length", length, 1)
-    rng = _check_rng(rng)
-    max_tries = _check_int("max_tries", max_tries, 1)
+    length = check_int("length", length, 1)
+    rng = check_rng(rng)
+    max_tries = check_int("max_tries", max_tries, 1)
     chosen = hypothesis_adjacency(graph, hypothesis) > 0
     other = hypothesis_adjacency(graph, "H2" if hypothesis == "H1" else "H1") > 0
     if disambiguate_at is not None:
-        disambiguate_at = _check_int("disambiguate_at", disambiguate_at, 1)
+        disambiguate_at = check_int("disambiguate_at", disambiguate_at, 1)
         if disambiguate_at >= length:
             raise IclnbError(
                 f"disambiguate_at must be a walk position in [1, {length - 1}] for a walk of length {length}, "
@@ -145,7 +146,8 @@ def dual_walk(
 
 
 
-def _check_walk(graph: Graph, walk) -> np.ndarray:
+def check_walk(graph: Graph, walk) -> np.ndarray:
+    """``walk`` as int64 node indices of ``graph``, refused unless it is 1-D with every index in range."""
     walk = np.asarray(walk)
     if walk.ndim != 1:
         raise IclnbError(f"a walk must be a 1-D sequence of node indices, got shape {walk.shape}")
@@ -158,7 +160,7 @@ def _walk_labels(graph: Graph, walk, labeling: str) -> np.ndarray:
     if labeling not in graph.labelings:
         available = ", ".join(sorted(graph.labelings)) or "none"
         raise IclnbError(f"graph {graph.name!r} has no labeling {labeling!r}; available: {available}")
-    return graph.labelings[labeling][_check_walk(graph, walk)]
+    return graph.labelings[labeling][check_walk(graph, walk)]
 
 
 def is_bridge(graph: Graph, walk, labeling: str = "cluster") -> np.ndarray:
@@ -179,7 +181,7 @@ def is_anchor(graph: Graph, walk, labeling: str = "cluster") -> np.ndarray:
 
 def walk_words(graph: Graph, walk) -> list[str]:
     """The words of a walk's nodes."""
-    return [graph.words[i] for i in _check_walk(graph, walk)]
+    return [graph.words[i] for i in check_walk(graph, walk)]
 
 
 def context_walk(graph: Graph, length: int, seed: int, index, *, bridge_penalty: float = 1.0) -> np.ndarray:
