@@ -33,7 +33,8 @@ _RNG_KW = "rng" if "rng" in inspect.signature(_sps.bootstrap).parameters else "r
 _BATCH_VALUES = 20_000_000
 
 
-def _generator(rng) -> np.random.Generator:
+def as_generator(rng) -> np.random.Generator:
+    """``rng`` as a ``numpy.random.Generator``: a Generator itself, an int seed or None through ``default_rng``."""
     if isinstance(rng, np.random.Generator):
         return rng
     if rng is None or isinstance(rng, (int, np.integer)):
@@ -41,7 +42,8 @@ def _generator(rng) -> np.random.Generator:
     raise IclnbError(f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}")
 
 
-def _check_confidence(confidence: float) -> float:
+def check_confidence(confidence: float) -> float:
+    """``confidence`` as a float, refused unless it lies strictly between 0 and 1."""
     c = float(confidence)
     if not 0.0 < c < 1.0:
         raise IclnbError(f"confidence must lie strictly between 0 and 1 (e.g. 0.95), got {confidence}")
@@ -75,10 +77,10 @@ def bootstrap_ci(
     x = as_float_array(samples, "samples")
     if x.ndim == 0:
         raise IclnbError("samples must have at least one axis to resample over")
-    conf = _check_confidence(confidence)
+    conf = check_confidence(confidence)
     if int(n_resamples) < 1:
         raise IclnbError(f"n_resamples must be positive, got {n_resamples}")
-    gen = _generator(rng)
+    gen = as_generator(rng)
     try:
         x = np.moveaxis(x, axis, 0)
     except np.exceptions.AxisError:
@@ -152,7 +154,7 @@ def bootstrap_spearman(x, y, n_boot: int, rng, confidence: float = 0.95) -> dict
     if x.size < 3:
         return {"rho": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"),
                 "n": int(x.size)}
-    gen = _generator(rng)
+    gen = as_generator(rng)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a resample of constant values has no rho (NaN, dropped below)
         res = _sps.spearmanr(x, y)
@@ -161,7 +163,7 @@ def bootstrap_spearman(x, y, n_boot: int, rng, confidence: float = 0.95) -> dict
             idx = gen.integers(0, x.size, x.size)
             boots.append(_sps.spearmanr(x[idx], y[idx]).statistic)
     boots = np.asarray(boots, dtype=float)
-    tail = round((1 - _check_confidence(confidence)) / 2, 12)  # 0.95 -> exactly 0.025
+    tail = round((1 - check_confidence(confidence)) / 2, 12)  # 0.95 -> exactly 0.025
     return {"rho": float(res.statistic), "ci_low": float(np.nanquantile(boots, tail)),
             "ci_high": float(np.nanquantile(boots, 1 - tail)), "p_value": float(res.pvalue), "n": int(x.size)}
 

@@ -17,12 +17,13 @@ import numpy as np
 
 from iclnb.core.errors import IclnbError
 from iclnb.core.arrays import as_float_array as _to_numpy
-from iclnb.stats import _check_confidence, _generator, fdr, permutation_pvalue
+from iclnb.stats import as_generator, check_confidence, fdr, permutation_pvalue
 
 __all__ = ["css", "css_by_node", "css_summary", "node_losses"]
 
 
-def _inputs(losses, phi, name: str):
+def css_inputs(losses, phi, name: str):
+    """``(losses, phi)`` checked (2-D losses, one Φ per context) and kept to the contexts whose Φ is finite."""
     loss = _to_numpy(losses, name)
     if loss.ndim != 2:
         raise IclnbError(f"{name} must be 2-D (contexts x positions), got shape {loss.shape}; "
@@ -35,7 +36,7 @@ def _inputs(losses, phi, name: str):
     return loss[keep], f[keep]
 
 
-def _centred(loss: np.ndarray, phi: np.ndarray):
+def centred_columns(loss: np.ndarray, phi: np.ndarray):
     """Per column: the mask of usable contexts, their count, and both variables centred over them (0 elsewhere)."""
     mask = np.isfinite(loss)
     n = mask.sum(axis=0)
@@ -61,15 +62,15 @@ def css(losses, phi) -> np.ndarray:
     CSS_p = −(1/n_p) Σ_k (ℓ_kp − ℓ̄_p)(Φ_k − Φ̄_p) over the n_p contexts where ℓ_kp and Φ_k are finite (the means
     are taken over the same contexts). ``losses`` is (K, P), ``phi`` is (K,); returns (P,), NaN where n_p < 2.
     """
-    loss, f = _inputs(losses, phi, "losses")
-    _, n, lc, pc = _centred(loss, f)
+    loss, f = css_inputs(losses, phi, "losses")
+    _, n, lc, pc = centred_columns(loss, f)
     return _neg_cov(n, lc, pc)
 
 
 def css_by_node(node_losses, phi) -> np.ndarray:
     """CSS indexed by node: ``css`` of (K, n_nodes) per-context mean node losses (NaN for nodes not seen)."""
-    loss, f = _inputs(node_losses, phi, "node_losses")
-    _, n, lc, pc = _centred(loss, f)
+    loss, f = css_inputs(node_losses, phi, "node_losses")
+    _, n, lc, pc = centred_columns(loss, f)
     return _neg_cov(n, lc, pc)
 
 
@@ -105,14 +106,14 @@ def css_summary(losses, phi, rng=None, *, n_boot: int = 1000, n_perm: int = 1000
 
     ``rng`` is a ``numpy.random.Generator`` (or an int seed); ``n_boot=0`` / ``n_perm=0`` skip that part (NaN).
     """
-    loss, f = _inputs(losses, phi, "losses")
-    conf = _check_confidence(confidence)
-    gen = _generator(rng)
+    loss, f = css_inputs(losses, phi, "losses")
+    conf = check_confidence(confidence)
+    gen = as_generator(rng)
     n_boot, n_perm = int(n_boot), int(n_perm)
     if n_boot < 0 or n_perm < 0:
         raise IclnbError(f"n_boot and n_perm must be non-negative, got {n_boot} and {n_perm}")
     K, P = loss.shape
-    mask, n, lc, pc = _centred(loss, f)
+    mask, n, lc, pc = centred_columns(loss, f)
     score = _neg_cov(n, lc, pc)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.sum(lc * pc, axis=0) / np.sqrt(np.sum(lc * lc, axis=0) * np.sum(pc * pc, axis=0))

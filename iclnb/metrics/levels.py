@@ -24,9 +24,9 @@ from scipy import stats as _sps
 
 from iclnb.core.arrays import as_float_array
 from iclnb.core.errors import IclnbError
-from iclnb.metrics.css import _centred, _inputs
+from iclnb.metrics.css import centred_columns, css_inputs
 from iclnb.metrics.structure import cluster_separation, coherence, separation_null
-from iclnb.stats import _generator, permutation_pvalue
+from iclnb.stats import as_generator, permutation_pvalue
 
 __all__ = ["phi_by_level", "prefix_views", "first_exceeding", "level_order", "css_extremes", "NOT_REACHED"]
 
@@ -183,7 +183,7 @@ def level_order(lengths, diffs: Mapping[str, np.ndarray], *, n_boot: int = 1000,
     n_boot = int(n_boot)
     if n_boot < 1:
         raise IclnbError(f"n_boot must be positive, got {n_boot}")
-    weights = _resample_weights(K, n_boot, _generator(rng))
+    weights = _resample_weights(K, n_boot, as_generator(rng))
     ones = np.ones((1, K))
     points, boots, levels = {}, {}, {}
     for level, d in arrays.items():
@@ -211,10 +211,10 @@ def css_extremes(losses, phi, rng=None, *, n_boot: int = 1000, n_perm: int = 100
     The largest |CSS| over many positions is biased upwards by noise, which is why it carries its null. Keys
     ``"max_abs"`` and ``"mean_abs"``.
     """
-    loss, f = _inputs(losses, phi, "losses")
-    gen = _generator(rng)
+    loss, f = css_inputs(losses, phi, "losses")
+    gen = as_generator(rng)
     K, P = loss.shape
-    mask, n, lc, pc = _centred(loss, f)
+    mask, n, lc, pc = centred_columns(loss, f)
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where(n >= 2, -np.sum(lc * pc, axis=0) / n, np.nan)
 

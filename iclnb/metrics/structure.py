@@ -23,7 +23,7 @@ from scipy.spatial.distance import pdist
 
 from iclnb.core.arrays import as_float_array as _to_numpy
 from iclnb.core.errors import IclnbError
-from iclnb.stats import _check_confidence, _generator, permutation_pvalue
+from iclnb.stats import as_generator, check_confidence, permutation_pvalue
 
 __all__ = [
     "node_means",
@@ -337,7 +337,7 @@ def separation_null(reps, nodes, node_cluster, *, n_perm: int = 100, rng,
     n_perm = int(n_perm)
     if n_perm < 0:
         raise IclnbError(f"n_perm must be non-negative, got {n_perm}")
-    gen = _generator(rng)
+    gen = as_generator(rng)
     order = gen.permuted(np.tile(np.arange(n_nodes), (n_perm, 1)), axis=1)
     if n_perm == 0:
         return np.zeros(0)
@@ -394,7 +394,7 @@ def null_summary(observed, null_values, *, confidence: float = 0.95, alternative
     (1 + #{draws at least as extreme}) / (1 + #draws), one-sided "greater" by default (``iclnb.stats.
     permutation_pvalue``). Floats for a scalar ``observed``, arrays of its shape otherwise.
     """
-    conf = _check_confidence(confidence)
+    conf = check_confidence(confidence)
     obs = _to_numpy(observed, "observed")
     nul = _to_numpy(null_values, "null_values")
     if nul.ndim != obs.ndim + 1 or nul.shape[1:] != obs.shape:
