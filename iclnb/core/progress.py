@@ -12,14 +12,15 @@ import os
 import sys
 
 
-def _headless_kernel() -> bool:
+def headless_kernel() -> bool:
+    """Whether this is an IPython kernel that nbclient runs headless (papermill): no front end draws widgets."""
     return "ipykernel" in sys.modules and any(a.startswith("--HistoryManager.hist_file=:memory:") for a in sys.argv)
 
 
 def progress(iterable=None, desc: str | None = None, total: int | None = None, **kwargs):
     """``tqdm`` over ``iterable``: a widget in JupyterLab, text elsewhere (updated at most every 5 s headless)."""
     mode = os.environ.get("ICLNB_PROGRESS", "").strip().lower()
-    if mode == "text" or (mode != "widget" and _headless_kernel()):
+    if mode == "text" or (mode != "widget" and headless_kernel()):
         from tqdm.std import tqdm
 
         kwargs.setdefault("mininterval", 5.0)  # the executed notebook keeps every update: keep the log short

@@ -47,7 +47,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from iclnb.models.hooks import (LOGIT_CHUNK_ELEMENTS, WHERE_LOSS, Capture, _StopForward, check_finite, layer_hooks,
+from iclnb.models.hooks import (LOGIT_CHUNK_ELEMENTS, WHERE_LOSS, Capture, StopForward, check_finite, layer_hooks,
                                 where_layer)
 from iclnb.core.errors import IclnbError
 from iclnb.prompts import EncodedWalk, encode_walk
@@ -499,7 +499,7 @@ class LooEngine:
             try:
                 return self.model.hf.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
                                                 use_cache=True, **{self._cache_kw: cache})
-            except _StopForward:
+            except StopForward:
                 return None
 
     # -- one context

@@ -27,7 +27,7 @@ LOGIT_CHUNK_ELEMENTS = 1 << 27
 _WIDER_DTYPE = {torch.float16: "float32 (or bfloat16 on a GPU)", torch.bfloat16: "float32"}
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised by the hook of the deepest requested block to end the forward pass early."""
 
 
@@ -100,7 +100,7 @@ def layer_hooks(blocks, layers, on_layer, stop_early: bool):
     """Forward hooks that hand each requested layer's residual stream to ``on_layer(k, hidden)``.
 
     layers: canonical indices (ints and/or "embed", the input of block 0). With ``stop_early`` the hook of the
-    deepest one raises ``_StopForward`` (the caller catches it), so later blocks never run. The hooks are always
+    deepest one raises ``StopForward`` (the caller catches it), so later blocks never run. The hooks are always
     removed on exit.
     """
     ints = [k for k in layers if k != "embed"]
@@ -110,14 +110,14 @@ def layer_hooks(blocks, layers, on_layer, stop_early: bool):
         def hook(module, args, output):
             on_layer(index, _hidden_of(output))
             if stop_early and index == deepest:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
     def embed_hook(module, args, kwargs):
         on_layer("embed", args[0] if args else kwargs["hidden_states"])
         if stop_early and deepest == -1:
-            raise _StopForward
+            raise StopForward
 
     handles = []
     try:
@@ -185,7 +185,7 @@ class CaptureMixin:
         with layer_hooks(self.blocks, wanted, store, stop_early=not need_head), torch.inference_mode():
             try:
                 out = self.hf.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-            except _StopForward:
+            except StopForward:
                 out = None
             result = Capture(resid=LayerDict({k: captured[k] for k in wanted}, n_layers=self.n_layers,
                                              model_name=self.name))

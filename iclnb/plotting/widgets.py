@@ -25,9 +25,9 @@ def interactive_frontend() -> bool:
     forced = os.environ.get("ICLNB_WIDGETS", "").strip()
     if forced in ("0", "1"):
         return forced == "1"
-    from iclnb.core.progress import _headless_kernel
+    from iclnb.core.progress import headless_kernel
 
-    return "ipykernel" in sys.modules and not _headless_kernel()
+    return "ipykernel" in sys.modules and not headless_kernel()
 
 
 def _title(sink: bool, layer, context: int) -> str:
