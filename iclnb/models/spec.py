@@ -9,25 +9,47 @@ minute of loading weights. A loaded :class:`~iclnb.models.Model` answers to the 
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from iclnb.core.errors import IclnbError
 from iclnb.core.layers import default_layers, layer_index, resolve_layers
+from iclnb.models.embedded import EMBEDDED_MODELS, embedded_model_dir
 
-__all__ = ["ModelSpec", "locate_model", "model_spec", "unknown_model_message"]
+__all__ = ["ModelSpec", "hub_cached", "hub_reachable", "locate_model", "model_spec", "unknown_model_message"]
 
 
 def unknown_model_message(name: str, reason: str) -> str:
     """The one line for a model name that cannot be found: what it is not, why, and what to pass instead."""
-    from iclnb.models.loading import EMBEDDED_MODELS
-
     embedded = ", ".join(EMBEDDED_MODELS)
     return (
         f"cannot load model '{name}': it is not an embedded model ({embedded}), not a local directory, and "
         f"transformers could not fetch it ({reason}). Use an embedded name, or pass the path of a local directory "
         "holding config.json, safetensors weights and the tokenizer."
     )
+
+
+def hub_cached(name: str) -> bool:
+    """Whether the Hugging Face cache holds the config of the Hub model ``name`` (so it loads offline)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # an id that is not even valid as a repo name
+        return False
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers at all (one quick TCP connect, not the library's minute of retries)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def locate_model(name: str) -> tuple[str, bool]:
@@ -37,8 +59,6 @@ def locate_model(name: str) -> tuple[str, bool]:
     config.json), anything else to a Hugging Face id, which needs the Hub or a cached copy. One IclnbError line for a
     name that cannot be found.
     """
-    from iclnb.models.loading import EMBEDDED_MODELS, embedded_model_dir, hub_cached, hub_reachable
-
     if name in EMBEDDED_MODELS:
         return str(embedded_model_dir(name)), True
     path = Path(name).expanduser()
