@@ -1,12 +1,13 @@
-"""Localised SGLD and the Bayesian influence function (iclnb.methods.bif) against known answers."""
+"""Localised SGLD and the Bayesian influence function (iclnb.methods.bif) against known answers; the sampler on a
+tiny language model's last blocks."""
 
 import numpy as np
 import pytest
 import torch
 
 from iclnb.core.errors import IclnbError
-from iclnb.methods.bif import (SGLDSettings, bif, chain_generator, llc_estimate, moving, run_chain,
-                               stationary_variance)
+from iclnb.methods.bif import (PromptsLoss, SGLDSettings, TailSampler, bif, chain_generator, llc_estimate, moving,
+                               run_chain, stationary_variance)
 
 
 class Quadratic(torch.nn.Module):
@@ -135,3 +136,75 @@ def test_bif_column_without_values_is_nan_and_leaves_the_others():
     out = bif(x, mode="correlation")
     assert np.isnan(out[0]).all() and np.isnan(out[:, 0]).all()
     np.testing.assert_allclose(out[1:, 1:], np.corrcoef(x[:, 1:].T), atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------- language models
+
+
+def _tiny_lm():
+    from tests.test_prompts import _tokenizer
+    from tests.tiny_models import tiny_model
+
+    tok = _tokenizer(False)
+    model, _ = tiny_model("gpt2", tokenizer=tok)
+    with torch.no_grad():
+        model.hf.resize_token_embeddings(len(tok))
+        model.hf.get_input_embeddings().weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
+    return model
+
+
+PROMPTS = [["apple", "bird", "car", "zyxwv", "egg"], ["house", "apple", "bird"]]
+
+
+def test_prompts_loss_at_the_loaded_weights_is_the_forward_pass_of_represent_walks():
+    from iclnb.prompts import encode_walk
+    from iclnb.represent import represent_walks
+
+    model = _tiny_lm()
+    layer = model.n_layers - 1
+    loss = PromptsLoss(model, [encode_walk(model.tokenizer, w) for w in PROMPTS], layer, lambda states: states)
+    value, states = loss(0, True)
+    reference = represent_walks(model, PROMPTS, [layer], loss=True)
+    for got, ref in zip(states, reference):
+        np.testing.assert_allclose(got.word_loss, ref.word_loss, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got.reps[layer], ref.reps[layer], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(got.sink, ref.sink)
+    # the sampling loss is the mean next-token loss over the real tokens of both prompts (with gradients)
+    assert value.requires_grad
+    total = sum(np.nansum(r.word_loss, dtype=np.float64) for r in reference)
+    n_predicted = sum(len(e) - 1 for e in loss.encodings)
+    assert value.item() == pytest.approx(total / n_predicted, rel=1e-5)
+    assert loss(1, False)[1] is None
+
+
+def test_tail_sampler_moves_the_tail_computes_the_trunk_once_and_restores_everything():
+    from iclnb.models import MovingTail
+    from iclnb.prompts import encode_walk
+
+    model = _tiny_lm()
+    model.hf.train()
+    before = {n: p.detach().clone() for n, p in model.hf.named_parameters()}
+    blocks = list(model.blocks)
+    tail = MovingTail(model, 2)
+    layer = model.n_layers - 1
+    loss = PromptsLoss(model, [encode_walk(model.tokenizer, w) for w in PROMPTS], layer,
+                       lambda states: np.concatenate([s.word_loss for s in states]))
+    settings = SGLDSettings(step_size=1e-3, n_beta=10.0, localization=1.0, n_chains=2, n_draws=3, n_burnin=1)
+    trunk_passes = []
+    trunk_output = tail.trunk_output
+    tail.trunk_output = lambda *args: trunk_passes.append(1) or trunk_output(*args)
+    with TailSampler(model, tail, loss, settings):
+        pass  # no chain asked for: the model is not touched
+    assert not trunk_passes and model.hf.training
+    with TailSampler(model, tail, loss, settings) as sampler:
+        gen = lambda seed: chain_generator(np.random.default_rng(seed))  # noqa: E731
+        a, b, c = sampler.chain(gen(0)), sampler.chain(gen(0)), sampler.chain(gen(1))
+        assert not model.hf.training
+    assert len(trunk_passes) == 1
+    np.testing.assert_array_equal(a.observables, b.observables)
+    assert not np.array_equal(a.observables, c.observables)
+    assert a.distance[0] == 0.0 and a.distance[-1] > 0
+    for n, p in model.hf.named_parameters():
+        assert torch.equal(p.detach(), before[n]), n
+        assert p.grad is None and p.requires_grad
+    assert list(model.blocks) == blocks and model.hf.training

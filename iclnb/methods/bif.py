@@ -19,16 +19,18 @@ and its normalised form is the Pearson correlation of the two traces over the dr
 diagonal for token x token; the normalisation of the devinterp library). Draws of all chains are pooled ("stacked")
 unless a function says otherwise. The local learning coefficient estimate is λ̂ = nβ (E_w[L(w)] − L(w*)).
 
-This module is model-agnostic: :func:`run_chain` takes the parameters to move and a closure that evaluates the
+The sampler is model-agnostic: :func:`run_chain` takes the parameters to move and a closure that evaluates the
 sampling loss (with gradients) and the observables; the loaded weights are restored exactly when a chain ends,
 also when it fails. Each chain's noise comes from its own ``torch.Generator``, so a chain is reproducible on its own
-(resume per chain).
+(resume per chain). For a language model whose last blocks move, :class:`PromptsLoss` is that closure on a fixed
+batch of prompts and :class:`TailSampler` runs the chains over a trunk computed once
+(:class:`~iclnb.models.trunk.MovingTail`).
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -36,9 +38,13 @@ import numpy as np
 import torch
 
 from iclnb.core.errors import IclnbError
+from iclnb.models.hooks import layer_hooks
+from iclnb.models.trunk import MovingTail
+from iclnb.prompts import pad_batch, pool_words
+from iclnb.represent import WordStates, word_losses
 
 __all__ = ["SGLDSettings", "ChainTrace", "moving", "sgld_step", "run_chain", "bif", "llc_estimate",
-           "stationary_variance", "chain_generator"]
+           "stationary_variance", "chain_generator", "PromptsLoss", "TailSampler"]
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,96 @@ def run_chain(params, anchors, evaluate: Callable, settings: SGLDSettings, gener
             loss.backward()
             sgld_step(params, anchors, settings, generator)
     return ChainTrace(np.array(losses), np.stack(observed), np.array(distances))
+
+
+# ---------------------------------------------------------------------------------------------------- language models
+
+
+class PromptsLoss:
+    """The ``evaluate(step, record)`` of :func:`run_chain` for a language model on a fixed batch of prompts.
+
+    The sampling loss is the mean next-token loss over the real tokens of ``encodings`` (:func:`iclnb.prompts.
+    encode_walk`'s, run as one right-padded batch), with gradients to whatever parameters move. At a draw, each
+    prompt's word-level view at the current weights, a :class:`~iclnb.represent.WordStates` with its word losses and
+    the pooled (last-token) residual stream at ``layer`` (a decoder block), goes to ``observe(states)``, which returns
+    the 1-D observables recorded. ``input_ids`` and ``attention_mask`` are the batch (on the model's device).
+    """
+
+    def __init__(self, model, encodings, layer: int, observe: Callable[[list], np.ndarray]):
+        self.model, self.encodings, self.layer, self.observe = model, list(encodings), layer, observe
+        pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+        ids, mask = pad_batch([e.input_ids for e in self.encodings], pad_id=pad_id)
+        self.input_ids, self.attention_mask = ids.to(model.device), mask.to(model.device)
+        self._valid = (self.attention_mask[:, 1:] > 0) & (self.attention_mask[:, :-1] > 0)
+
+    def __call__(self, step: int, record: bool):
+        captured = {}
+        with layer_hooks(self.model.blocks, [self.layer], lambda k, h: captured.__setitem__(k, h), stop_early=False):
+            logits = self.model.hf(input_ids=self.input_ids, attention_mask=self.attention_mask,
+                                   use_cache=False).logits.float()
+        token_loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                       self.input_ids[:, 1:].reshape(-1),
+                                                       reduction="none").view(self._valid.shape)
+        loss = token_loss[self._valid].mean()
+        if not record:
+            return loss, None
+        return loss, self.observe(self.word_states(token_loss, captured[self.layer]))
+
+    def word_states(self, token_loss: torch.Tensor, hidden: torch.Tensor) -> list[WordStates]:
+        """Each prompt's word losses and pooled residuals from a pass's token losses (batch, tokens − 1) and hidden
+        states at :attr:`layer` (batch, tokens, d)."""
+        token_loss = token_loss.detach().cpu().numpy()
+        hidden = hidden.detach().float()
+        states = []
+        for row, enc in enumerate(self.encodings):
+            n = len(enc)
+            reps = {self.layer: pool_words(hidden[row, :n], enc.spans, "last").cpu().numpy()}
+            states.append(WordStates(list(enc.words), enc, reps, word_losses(token_loss[row, : n - 1], enc.spans),
+                                     None, enc.sink_words()))
+        return states
+
+
+class TailSampler:
+    """Localised SGLD chains on the moving tail of a language model (:class:`~iclnb.models.trunk.MovingTail`) with
+    the sampling loss of one fixed batch of prompts (:class:`PromptsLoss`).
+
+    Use it as a context manager and call :meth:`chain` once per chain. The first chain puts the model in eval mode,
+    lets only the tail's parameters take gradients (:func:`moving`) and computes the trunk's output for the batch once
+    (:meth:`~iclnb.models.trunk.MovingTail.frozen_trunk`); the later chains reuse all of it, and a run whose chains
+    are all done touches nothing. On exit the loaded weights (bit for bit), the gradient flags, the trunk's blocks
+    and the train/eval mode are back as they were, also after an error.
+    """
+
+    def __init__(self, model, tail: MovingTail, loss: PromptsLoss, settings: SGLDSettings):
+        self.model, self.tail, self.loss, self.settings = model, tail, loss, settings
+        self._stack = ExitStack()
+        self._moving = None
+
+    def __enter__(self) -> "TailSampler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+        self._moving = None
+
+    @contextmanager
+    def _session(self):
+        hf = self.model.hf
+        was_training = hf.training
+        hf.eval()
+        try:
+            with moving(hf, self.tail.parameter_names) as (params, anchors), \
+                    self.tail.frozen_trunk(self.loss.input_ids, self.loss.attention_mask):
+                yield params, anchors
+        finally:
+            hf.train(was_training)
+
+    def chain(self, generator: torch.Generator, progress=None) -> ChainTrace:
+        """One chain from the loaded weights with the noise of ``generator`` (:func:`run_chain`)."""
+        if self._moving is None:
+            self._moving = self._stack.enter_context(self._session())
+        params, anchors = self._moving
+        return run_chain(params, anchors, self.loss, self.settings, generator, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------------- estimates
