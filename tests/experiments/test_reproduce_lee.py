@@ -1,5 +1,6 @@
-"""reproduce_lee: Part A's steps against direct computations, the frozen-trunk SGLD pass against the plain model, and
-the BIF on the embedded model against the stored loss traces (slow)."""
+"""reproduce_lee: Part A's steps against direct computations, what each SGLD draw records, and the BIF on the embedded
+model against the stored loss traces (slow). The frozen trunk is tested in tests/test_trunk.py, the sampler in
+tests/test_bif.py."""
 
 import json
 import subprocess
@@ -11,7 +12,6 @@ import torch
 
 from iclnb.core.errors import IclnbError
 from iclnb.experiments.lee import reproduce_lee as exp
-from tests.tiny_models import tiny_model
 
 
 class P(dict):
@@ -95,27 +95,25 @@ def test_class_losses_use_each_contexts_own_bridges():
     np.testing.assert_allclose(exp._class_losses(loss, bridge, 4), [[1.0, 2.5], [7.0, 5.5]])
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma3", "gpt2"])
-def test_frozen_trunk_gives_the_plain_forward_and_restores_blocks(family):
-    model, _ = tiny_model(family)
-    ids = torch.randint(3, 90, (2, 12))
-    mask = torch.ones_like(ids)
-    mask[1, 9:] = 0
-    with torch.no_grad():
-        plain = model.hf(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    blocks = list(model.blocks)
-    with exp.frozen_trunk(model, 2, ids, mask), torch.no_grad():
-        stubbed = model.hf(input_ids=ids, attention_mask=mask, use_cache=False).logits
-    torch.testing.assert_close(stubbed[mask > 0], plain[mask > 0], rtol=0, atol=0)
-    assert list(model.blocks) == blocks
+def test_draw_observables_are_word_losses_then_phi_per_context_and_level():
+    from iclnb.metrics import cluster_separation
+    from iclnb.represent import WordStates
 
-
-def test_moved_parameter_names_are_the_last_blocks():
-    model, _ = tiny_model("llama")
-    names = exp.moved_parameter_names(model, 1)
-    assert names and all(".layers.3." in n for n in names)
-    assert sum(dict(model.hf.named_parameters())[n].numel() for n in names) == \
-        sum(p.numel() for p in model.blocks[3].parameters())
+    graph = exp.make_graph(0)
+    rng = np.random.default_rng(0)
+    n = 12
+    walks = np.stack([exp.context_walk(graph, k, P(context_lengths=[n], seed=0, bridge_penalty=1.0))
+                      for k in range(2)])
+    sink = np.arange(n) == 0
+    states = [WordStates(graph.words, None, {3: rng.normal(size=(n, 4))}, rng.normal(size=n).astype(np.float32),
+                         None, sink) for _ in walks]
+    obs = exp.draw_observables(states, walks, graph, 3)
+    assert obs.shape == (2 * n + 2 * len(exp.LEVELS),)
+    np.testing.assert_array_equal(obs[: 2 * n], np.concatenate([s.word_loss for s in states]))
+    phi = [[cluster_separation(state.reps[3][1:], graph.labelings[lv][walk[1:]]) for lv in exp.LEVELS]
+           for state, walk in zip(states, walks)]
+    assert np.isfinite(phi).all()
+    np.testing.assert_allclose(obs[2 * n:], np.ravel(phi))
 
 
 # ---------------------------------------------------------------------------------------------------- slow

@@ -74,7 +74,7 @@ run.save_figure(figures.cluster_mds_figure(mds), "cluster_mds")
 ("code", """
 inputs = exp.bif_inputs(lm, graph, p)
 draws = exp.sample_bif(run, lm, graph, inputs, p)
-exp.record_sgld(run, draws)
+run.update_config(sgld=exp.sgld_config(draws))
 diagnostics = exp.sgld_diagnostics(draws, p)
 run.save_figure(figures.sgld_diagnostics_figure(draws, exp.sgld_settings(p).draw_steps(), diagnostics), "sgld_diagnostics")
 diagnostics["llc"]

@@ -35,12 +35,14 @@ from iclnb.core.errors import IclnbError
 from iclnb.core.layers import layer_key
 from iclnb.core.progress import progress
 from iclnb.core.seeding import stream
+from iclnb.experiments.kit import measure_contexts, resume_units
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Float, Int,
                                       IntList, Layers, declare)
 from iclnb.metrics import cluster_separation, css, css_summary
 from iclnb.metrics.levels import phi_by_level, prefix_views
+from iclnb.prompts import check_fits
 from iclnb.results.io import nan_array
-from iclnb.stats import bootstrap_ci
+from iclnb.stats import bootstrap_spearman, mean_ci
 
 PARAMS = declare(
     MODEL,
@@ -87,9 +89,19 @@ def make_graph(seed: int):
     return graphs.two_level_hierarchy(rng=stream(seed, "graph"))
 
 
-def context_walk(graph, seed: int, index: int, n_max: int, bridge_penalty: float) -> np.ndarray:
-    """Context ``index``'s walk of the largest length, from its own stream."""
-    return graphs.random_walk(graph, n_max, stream(seed, "walks", index), bridge_penalty=bridge_penalty)
+def context_walk(graph, index: int, p) -> np.ndarray:
+    """Context ``index``'s walk of the largest context length (:func:`iclnb.graphs.context_walk`, its own stream)."""
+    return graphs.context_walk(graph, max(p.context_lengths), p.seed, index, bridge_penalty=p.bridge_penalty)
+
+
+def phi_layers(model, p) -> list:
+    """The requested layers that are decoder blocks (Φ is measured there; ``embed`` is left out)."""
+    return [k for k in model.resolve_layers(p.layers) if k != "embed"]
+
+
+def bif_layer(model, p) -> int:
+    """The deepest requested decoder block: where the SGLD draws record Φ and leave-one-out recomputes it."""
+    return max(phi_layers(model, p))
 
 
 def sgld_settings(p):
@@ -102,15 +114,7 @@ def sgld_settings(p):
 def check(p, model) -> None:
     """Refuse, before any work, contexts that cannot fit the model, a BIF length that is not measured, too many
     moved blocks or BIF contexts, and a Φ layer that the moved blocks cannot change."""
-    from iclnb.prompts import tokenization_report
-
-    graph = make_graph(p.seed)
-    longest = max(tokenization_report(model.tokenizer, graph.words).values())
-    n_max = max(p.context_lengths)
-    if n_max * longest + 1 > model.max_positions:
-        raise IclnbError(f"context length {n_max} may need {n_max * longest + 1} tokens, more than the "
-                         f"{model.max_positions} {model.name} can read; use at most "
-                         f"{(model.max_positions - 1) // longest}")
+    check_fits(model, make_graph(p.seed).words, max(p.context_lengths))
     if p.bif_context_length not in p.context_lengths:
         raise IclnbError(f"bif_context_length {p.bif_context_length} must be one of context_lengths "
                          f"{list(p.context_lengths)} (BIF is compared with CSS at that length)")
@@ -118,7 +122,7 @@ def check(p, model) -> None:
         raise IclnbError(f"n_bif_contexts {p.n_bif_contexts} exceeds n_contexts {p.n_contexts}")
     if p.moved_blocks > model.n_layers:
         raise IclnbError(f"moved_blocks {p.moved_blocks} exceeds the {model.n_layers} blocks of {model.name}")
-    layers = [k for k in model.resolve_layers(p.layers) if k != "embed"]
+    layers = phi_layers(model, p)
     if not layers:
         raise IclnbError("layers must name at least one decoder block (not only 'embed')")
     if max(layers) < model.n_layers - p.moved_blocks:
@@ -170,39 +174,32 @@ def _cluster_geometry(x: np.ndarray, nodes: np.ndarray, graph):
 
 def collect_contexts(run, model, graph, p) -> Contexts:
     """One pass per context at the largest N (every requested layer and the loss); every shorter N is its prefix.
-    Checkpointed per batch of contexts."""
-    from iclnb.represent import represent_walks
-
-    layers = [k for k in model.resolve_layers(p.layers) if k != "embed"]
+    Checkpointed per batch of contexts (``contexts``, one item per context)."""
+    layers = phi_layers(model, p)
     lengths = sorted(p.context_lengths)
-    n_max = lengths[-1]
-    store = run.checkpoint("contexts", total=p.n_contexts)
-    todo = [k for k in range(p.n_contexts) if str(k) not in store]
-    batches = [todo[i : i + p.batch_size] for i in range(0, len(todo), p.batch_size)]
-    for batch in progress(batches, desc="contexts (batches)"):
-        walks = [context_walk(graph, p.seed, k, n_max, p.bridge_penalty) for k in batch]
-        states = represent_walks(model, [graphs.walk_words(graph, w) for w in walks], layers, loss=True,
-                                 batch_size=p.batch_size)
-        for k, walk, state in zip(batch, walks, states):
-            per_layer = {}
-            for layer in layers:
-                views = prefix_views(state.reps[layer], walk, ~state.sink, lengths)
-                rows = {}
-                for n, (x, nodes) in views.items():
-                    levels = phi_by_level(x, nodes, {lv: graph.labelings[lv] for lv in LEVELS}, n_null=N_NULL,
-                                          rng=lambda lv: stream(p.seed, "phi_null", k, str(layer), n, lv))
-                    spread, means, counts = _cluster_geometry(x, nodes, graph)
-                    rows[str(n)] = {"phi": {lv: levels[lv]["phi"] for lv in LEVELS},
-                                    "null": {lv: levels[lv]["phi_null"] for lv in LEVELS},
-                                    "spread": spread, "sub_means": means, "sub_counts": counts}
-                per_layer[str(layer)] = rows
-            store[str(k)] = {"walk": walk, "word_loss": state.word_loss, "metrics": per_layer}
-        store.flush()
-    return _contexts_from_store(store, p.n_contexts, layers, lengths)
+
+    def measure(k, walk, state):
+        per_layer = {}
+        for layer in layers:
+            views = prefix_views(state.reps[layer], walk, ~state.sink, lengths)
+            rows = {}
+            for n, (x, nodes) in views.items():
+                levels = phi_by_level(x, nodes, {lv: graph.labelings[lv] for lv in LEVELS}, n_null=N_NULL,
+                                      rng=lambda lv: stream(p.seed, "phi_null", k, str(layer), n, lv))
+                spread, means, counts = _cluster_geometry(x, nodes, graph)
+                rows[str(n)] = {"phi": {lv: levels[lv]["phi"] for lv in LEVELS},
+                                "null": {lv: levels[lv]["phi_null"] for lv in LEVELS},
+                                "spread": spread, "sub_means": means, "sub_counts": counts}
+            per_layer[str(layer)] = rows
+        return {"walk": walk, "word_loss": state.word_loss, "metrics": per_layer}
+
+    items = measure_contexts(run, model, list(range(p.n_contexts)), lambda k: context_walk(graph, k, p), measure,
+                             layers=layers, batch_size=p.batch_size, words=lambda walk: graphs.walk_words(graph, walk),
+                             loss=True)
+    return _contexts_from_items(items, layers, lengths)
 
 
-def _contexts_from_store(store, n_contexts, layers, lengths) -> Contexts:
-    items = [store[str(k)] for k in range(n_contexts)]
+def _contexts_from_items(items, layers, lengths) -> Contexts:
     walks = np.array([it["walk"] for it in items], dtype=np.int64)
     loss = nan_array([it["word_loss"] for it in items])
     phi, null, spread, means, counts = {}, {}, {}, {}, {}
@@ -228,9 +225,8 @@ def phi_table(contexts: Contexts, p):
                 phi, null = contexts.phi[layer][lv][:, j], contexts.null[layer][lv][:, j]
                 entry = {"layer": layer, "level": lv, "N": n}
                 for name, values in (("phi", phi), ("null", null), ("excess", phi - null)):
-                    mean, low, high = bootstrap_ci(values, n_resamples=p.n_boot,
-                                                   rng=stream(p.seed, "bootstrap", "phi", str(layer), lv, n, name))
-                    entry.update({name: mean, f"{name}_ci_low": low, f"{name}_ci_high": high})
+                    ci = mean_ci(values, p.n_boot, stream(p.seed, "bootstrap", "phi", str(layer), lv, n, name))
+                    entry.update({name: ci["mean"], f"{name}_ci_low": ci["ci_low"], f"{name}_ci_high": ci["ci_high"]})
                 rows.append(entry)
     return pd.DataFrame(rows)
 
@@ -457,153 +453,55 @@ class BifInputs:
 def bif_inputs(model, graph, p) -> BifInputs:
     from iclnb.prompts import encode_walk
 
-    n_max = max(p.context_lengths)
-    walks = np.array([context_walk(graph, p.seed, k, n_max, p.bridge_penalty)[: p.bif_context_length]
-                      for k in range(p.n_bif_contexts)])
+    walks = np.array([context_walk(graph, k, p)[: p.bif_context_length] for k in range(p.n_bif_contexts)])
     words = [graphs.walk_words(graph, w) for w in walks]
     encodings = [encode_walk(model.tokenizer, w, max_tokens=model.max_positions) for w in words]
     bridge = np.array([graphs.is_bridge(graph, w, "level_1") for w in walks])
     return BifInputs(walks, words, encodings, bridge)
 
 
-def moved_parameter_names(model, moved_blocks: int) -> list[str]:
-    """Names (as ``model.hf.named_parameters`` gives them) of the parameters of the last ``moved_blocks`` blocks."""
-    ids = {id(prm): name for name, prm in model.hf.named_parameters()}
-    names = []
-    for block in list(model.blocks)[model.n_layers - moved_blocks:]:
-        names += [ids[id(prm)] for prm in block.parameters() if id(prm) in ids]
-    return names
-
-
-def _trunk_stub(original, output):
-    """Stand-in for a frozen block before the first moved one: returns the last frozen block's output (the
-    parameters of these blocks never move and the inputs are fixed). Attribute reads fall through to the original
-    block (some models read e.g. ``attention_type`` off a block)."""
-    import torch
-
-    class Stub(torch.nn.Module):
-        def forward(self, *args, **kwargs):
-            return output
-
-        def __getattr__(self, name):
-            try:
-                return super().__getattr__(name)
-            except AttributeError:
-                return getattr(original, name)
-
-    return Stub()
-
-
-def frozen_trunk(model, first_moved: int, ids, mask):
-    """Context manager: blocks 0..first_moved−1 of ``model`` replaced by stubs returning their output for the batch
-    ``ids`` (computed once now, without gradients), so each SGLD step runs only the moved blocks and the head.
-    The blocks are put back on exit."""
-    import contextlib
-
-    import torch
-
-    @contextlib.contextmanager
-    def manager():
-        if first_moved <= 0:
-            yield
-            return
-        captured = {}
-        handle = model.blocks[first_moved - 1].register_forward_hook(
-            lambda module, args, output: captured.__setitem__("out", output))
-        try:
-            with torch.no_grad():
-                model.hf.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-        finally:
-            handle.remove()
-        out = captured["out"]
-        out = tuple(o.detach() if torch.is_tensor(o) else o for o in out) if isinstance(out, tuple) else out.detach()
-        originals = [model.blocks[i] for i in range(first_moved)]
-        try:
-            for i in range(first_moved):
-                model.blocks[i] = _trunk_stub(originals[i], out)
-            yield
-        finally:
-            for i, block in enumerate(originals):
-                model.blocks[i] = block
-
-    return manager()
-
-
-def _lm_evaluator(model, graph, inputs: BifInputs, layer: int):
-    """The closure the SGLD chain calls: the mean token loss of the BIF contexts (with gradients) and, when asked,
-    the observables: every context's word losses, then Φ of each context at each level (context-major)."""
-    import torch
-
-    from iclnb.models.hooks import layer_hooks
-    from iclnb.prompts import pad_batch, pool_words
-    from iclnb.represent import word_losses
-
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    ids, mask = pad_batch([e.input_ids for e in inputs.encodings], pad_id=pad_id)
-    ids, mask = ids.to(model.device), mask.to(model.device)
-    valid = (mask[:, 1:] > 0) & (mask[:, :-1] > 0)
-    lengths = [len(e) for e in inputs.encodings]
-
-    def evaluate(step, record):
-        captured = {}
-        with layer_hooks(model.blocks, [layer], lambda k, h: captured.__setitem__(k, h), stop_early=False):
-            logits = model.hf(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
-        token_loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                       ids[:, 1:].reshape(-1), reduction="none").view(valid.shape)
-        loss = token_loss[valid].mean()
-        if not record:
-            return loss, None
-        obs_loss, obs_phi = [], []
-        hidden = captured[layer].detach().float()
-        tl = token_loss.detach().cpu().numpy()
-        for row, enc in enumerate(inputs.encodings):
-            obs_loss.append(word_losses(tl[row, : lengths[row] - 1], enc.spans))
-            reps = pool_words(hidden[row, : lengths[row]], enc.spans, "last").cpu().numpy()
-            keep = ~enc.sink_words()
-            nodes = inputs.walks[row]
-            obs_phi.append([cluster_separation(reps[keep], graph.labelings[lv][nodes[keep]]) for lv in LEVELS])
-        return loss, np.concatenate([np.concatenate(obs_loss), np.asarray(obs_phi, dtype=float).ravel()])
-
-    evaluate.batch = (ids, mask)
-    return evaluate
+def draw_observables(states, walks: np.ndarray, graph, layer: int) -> np.ndarray:
+    """What each SGLD draw records of the BIF contexts' word states (:class:`iclnb.methods.bif.PromptsLoss`):
+    every context's word losses, then Φ of each context at each level at ``layer`` (context-major)."""
+    phi = []
+    for state, nodes in zip(states, walks):
+        keep = ~state.sink
+        phi.append([cluster_separation(state.reps[layer][keep], graph.labelings[lv][nodes[keep]]) for lv in LEVELS])
+    word_loss = np.concatenate([state.word_loss for state in states])
+    return np.concatenate([word_loss, np.asarray(phi, dtype=float).ravel()])
 
 
 def sample_bif(run, model, graph, inputs: BifInputs, p) -> dict:
-    """Localised SGLD chains around the loaded weights, one checkpoint item per chain (a chain interrupted midway
-    reruns from its start with the same noise stream). Returns {"loss": (C, steps), "distance": (C, steps),
-    "word_loss": (C, draws, B, n), "phi": (C, draws, B, levels), "settings", "moved"}."""
-    from iclnb.methods.bif import chain_generator, moving, run_chain
+    """Localised SGLD chains on the last ``moved_blocks`` blocks around the loaded weights (the blocks before them
+    computed once), one checkpoint item per chain (``sgld``; a chain interrupted midway reruns from its start with
+    the same noise stream). Returns {"loss": (C, steps), "distance": (C, steps), "word_loss": (C, draws, B, n),
+    "phi": (C, draws, B, levels), "layer", "moved", "n_moved", "settings"}."""
+    from iclnb.methods.bif import PromptsLoss, TailSampler, chain_generator
+    from iclnb.models import MovingTail
 
     settings = sgld_settings(p)
-    layer = max(k for k in model.resolve_layers(p.layers) if k != "embed")
-    names = moved_parameter_names(model, p.moved_blocks)
-    store = run.checkpoint("sgld", total=p.n_chains, every_s=0)
-    todo = [c for c in range(p.n_chains) if str(c) not in store]
-    if todo:
-        evaluate = _lm_evaluator(model, graph, inputs, layer)
-        was_training = model.hf.training
-        model.hf.eval()
-        try:
-            with moving(model.hf, names) as (params, anchors), \
-                    frozen_trunk(model, model.n_layers - p.moved_blocks, *evaluate.batch):
-                for c in todo:
-                    trace = run_chain(params, anchors, evaluate, settings,
-                                      chain_generator(stream(p.seed, "sgld", c), device=model.device),
-                                      progress=lambda it, c=c: progress(it, desc=f"SGLD chain {c}"))
-                    store[str(c)] = {"loss": trace.loss, "distance": trace.distance,
-                                     "observables": trace.observables}
-        finally:
-            model.hf.train(was_training)
+    layer = bif_layer(model, p)
+    tail = MovingTail(model, p.moved_blocks)
+    loss = PromptsLoss(model, inputs.encodings, layer,
+                       lambda states: draw_observables(states, inputs.walks, graph, layer))
+
+    with TailSampler(model, tail, loss, settings) as sampler:
+        def chains(batch):
+            traces = [sampler.chain(chain_generator(stream(p.seed, "sgld", c), device=model.device),
+                                    progress=lambda it, c=c: progress(it, desc=f"SGLD chain {c}")) for c in batch]
+            return [{"loss": t.loss, "distance": t.distance, "observables": t.observables} for t in traces]
+
+        items = resume_units(run, list(range(p.n_chains)), chains, checkpoint="sgld", every_s=0, desc="SGLD chains")
     B, n = inputs.walks.shape
-    obs = np.stack([nan_array(store[str(c)]["observables"]) for c in range(p.n_chains)])      # (C, D, B*n + B*lv)
+    obs = np.stack([nan_array(item["observables"]) for item in items])                      # (C, D, B*n + B*lv)
     return {
-        "loss": np.stack([nan_array(store[str(c)]["loss"]) for c in range(p.n_chains)]),
-        "distance": np.stack([nan_array(store[str(c)]["distance"]) for c in range(p.n_chains)]),
+        "loss": np.stack([nan_array(item["loss"]) for item in items]),
+        "distance": np.stack([nan_array(item["distance"]) for item in items]),
         "word_loss": obs[:, :, : B * n].reshape(p.n_chains, -1, B, n),
         "phi": obs[:, :, B * n:].reshape(p.n_chains, -1, B, len(LEVELS)),
         "layer": layer,
-        "moved": names,
-        "n_moved": int(sum(dict(model.hf.named_parameters())[nm].numel() for nm in names)),
+        "moved": tail.parameter_names,
+        "n_moved": tail.n_parameters,
         "settings": settings.as_config(),
     }
 
@@ -612,13 +510,6 @@ def sgld_config(draws: dict) -> dict:
     """What config.json records about the sampler."""
     return {**draws["settings"], "moved_parameters": draws["moved"], "n_moved_parameters": draws["n_moved"],
             "phi_layer": draws["layer"], "sampling_loss": "mean token loss of the BIF contexts"}
-
-
-def record_sgld(run, draws: dict) -> dict:
-    """Write the sampler's settings and the moved parameters into config.json (key ``sgld``)."""
-    run.config["sgld"] = sgld_config(draws)
-    run._write_config()
-    return run.config["sgld"]
 
 
 def sgld_diagnostics(draws: dict, p) -> dict:
@@ -635,9 +526,7 @@ def sgld_diagnostics(draws: dict, p) -> dict:
                           "llc": llc_estimate(loss[steps], loss[0], p.n_beta),
                           "final_distance": float(draws["distance"][c, -1])})
     llc = np.array([row["llc"] for row in per_chain])
-    mean, low, high = (bootstrap_ci(llc, n_resamples=p.n_boot, rng=stream(p.seed, "bootstrap", "llc"))
-                       if llc.size >= 2 else (float(llc.mean()), float("nan"), float("nan")))
-    return {"per_chain": per_chain, "llc": {"mean": mean, "ci_low": low, "ci_high": high}}
+    return {"per_chain": per_chain, "llc": mean_ci(llc, p.n_boot, stream(p.seed, "bootstrap", "llc"))}
 
 
 def bif_tables(draws: dict, inputs: BifInputs, p) -> dict:
@@ -661,7 +550,7 @@ def bif_tables(draws: dict, inputs: BifInputs, p) -> dict:
 
 def bridge_anchor_bif(tables: dict, inputs: BifInputs, p) -> dict:
     """BIF(z, Φ) in correlation mode averaged over bridge (and over anchor) words of the BIF contexts, per chain;
-    mean over chains with a bootstrap CI over chains (NaN CI with one chain)."""
+    mean over chains with a bootstrap CI over chains (NaN CI with fewer than two finite chain means)."""
     per_chain = tables["per_chain_token_phi"]                                             # (C, B, n)
     out = {}
     positions = np.arange(per_chain.shape[-1])[None, :] > 0
@@ -670,12 +559,7 @@ def bridge_anchor_bif(tables: dict, inputs: BifInputs, p) -> dict:
             warnings.simplefilter("ignore", RuntimeWarning)
             values = np.array([np.nanmean(per_chain[c][mask]) if mask.any() else np.nan
                                for c in range(per_chain.shape[0])])
-        if np.isfinite(values).sum() >= 2:
-            mean, low, high = bootstrap_ci(values, n_resamples=p.n_boot, rng=stream(p.seed, "bootstrap", "bif", cls))
-        else:
-            mean, low, high = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan"), \
-                float("nan"), float("nan")
-        out[cls] = {"mean": mean, "ci_low": low, "ci_high": high, "per_chain": values,
+        out[cls] = {**mean_ci(values, p.n_boot, stream(p.seed, "bootstrap", "bif", cls)), "per_chain": values,
                     "n_words": int(mask.sum())}
     return out
 
@@ -689,42 +573,25 @@ def loo_influence(run, model, graph, inputs: BifInputs, layer: int, p) -> np.nda
     the within-cluster spread, so the few short variants here are run directly.)"""
     from iclnb.represent import represent_walks
 
-    store = run.checkpoint("loo", total=len(inputs.walks), every_s=0)
     labels = graph.labelings["level_1"]
-    for b in progress([b for b in range(len(inputs.walks)) if str(b) not in store], desc="leave-one-out contexts"):
-        words, nodes = inputs.words[b], inputs.walks[b]
-        variants = [list(words)] + [list(words[:i]) + list(words[i + 1:]) for i in range(len(words))]
-        states = represent_walks(model, variants, [layer], batch_size=p.batch_size)
-        phis = []
-        for i, state in enumerate(states):
-            kept_nodes = nodes if i == 0 else np.delete(nodes, i - 1)
-            keep = ~state.sink
-            phis.append(cluster_separation(state.reps[layer][keep], labels[kept_nodes[keep]]))
-        store[str(b)] = {"full": phis[0], "without": phis[1:]}
-    return np.array([[store[str(b)]["full"] - v for v in nan_array(store[str(b)]["without"])]
-                     for b in range(len(inputs.walks))])
 
+    def influence(contexts):
+        out = []
+        for b in contexts:
+            words, nodes = inputs.words[b], inputs.walks[b]
+            variants = [list(words)] + [list(words[:i]) + list(words[i + 1:]) for i in range(len(words))]
+            states = represent_walks(model, variants, [layer], batch_size=p.batch_size)
+            phis = []
+            for i, state in enumerate(states):
+                kept_nodes = nodes if i == 0 else np.delete(nodes, i - 1)
+                keep = ~state.sink
+                phis.append(cluster_separation(state.reps[layer][keep], labels[kept_nodes[keep]]))
+            out.append({"full": phis[0], "without": phis[1:]})
+        return out
 
-def _spearman(x, y, p, what: str) -> dict:
-    from scipy.stats import spearmanr
-
-    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if x.size < 3:
-        return {"rho": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"),
-                "n": int(x.size)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = spearmanr(x, y)
-        gen = stream(p.seed, "bootstrap", "spearman", what)
-        boots = []
-        for _ in range(p.n_boot):
-            idx = gen.integers(0, x.size, x.size)
-            boots.append(spearmanr(x[idx], y[idx]).statistic)
-    boots = np.asarray(boots, dtype=float)
-    return {"rho": float(res.statistic), "ci_low": float(np.nanquantile(boots, 0.025)),
-            "ci_high": float(np.nanquantile(boots, 0.975)), "p_value": float(res.pvalue), "n": int(x.size)}
+    items = resume_units(run, list(range(len(inputs.walks))), influence, checkpoint="loo", every_s=0,
+                         desc="leave-one-out contexts")
+    return np.array([[item["full"] - v for v in nan_array(item["without"])] for item in items])
 
 
 def rank_correlations(tables: dict, loo: np.ndarray, css_traj: dict, contexts: Contexts, layer, p) -> dict:
@@ -737,8 +604,12 @@ def rank_correlations(tables: dict, loo: np.ndarray, css_traj: dict, contexts: C
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         bif_mean = np.nanmean(bif_tp, axis=0)
-    return {"loo": _spearman(bif_tp, loo, p, "loo"), "css": _spearman(bif_mean, css_p, p, "css"),
-            "loo_vs_css": _spearman(np.nanmean(loo, axis=0), css_p, p, "loo_vs_css")}
+
+    def spearman(x, y, what):
+        return bootstrap_spearman(x, y, p.n_boot, stream(p.seed, "bootstrap", "spearman", what))
+
+    return {"loo": spearman(bif_tp, loo, "loo"), "css": spearman(bif_mean, css_p, "css"),
+            "loo_vs_css": spearman(np.nanmean(loo, axis=0), css_p, "loo_vs_css")}
 
 
 # ---------------------------------------------------------------------------------------------------- results
@@ -794,7 +665,7 @@ def results_document(contexts: Contexts, graph, phi_tab, traj, flips, peaks, cla
 def tidy_rows(r, n_boot: int, seed: int) -> list:
     """One row per summarised number (iclnb summarize / compare_experiments): Φ per (layer, level, N) beside its
     null; the sign-flip count beside its null mean; BIF at bridge / anchor words; the rank correlations; the LLC."""
-    from iclnb.ops.tidy import row
+    from iclnb.experiments.kit import row
 
     res = r.results
     nan = float("nan")
