@@ -5,13 +5,14 @@ import pytest
 
 from iclnb import graphs
 from iclnb.experiments.css import css_basic as exp
-from iclnb.metrics import cluster_separation, coherence, css, dirichlet_energy, node_means, separation_null
+from iclnb.metrics import (cluster_separation, coherence, css, dirichlet_energy, node_losses, node_means,
+                           separation_null)
 
 
 def test_node_losses_and_class_losses_by_hand():
     walks = np.array([[0, 1, 0, 2], [2, 2, 1, 1]])
     loss = np.array([[np.nan, 1.0, 3.0, 5.0], [np.nan, 2.0, 4.0, 6.0]])
-    node = exp._node_losses(walks, loss, 3)
+    node = node_losses(walks, loss, 3)
     np.testing.assert_allclose(node, [[3.0, 1.0, 5.0], [np.nan, 5.0, 2.0]])
     bridge = np.array([[False, True, False, True], [False, False, True, False]])
     np.testing.assert_allclose(exp._class_losses(loss, bridge), [[3.0, 3.0], [4.0, 4.0]])
@@ -19,7 +20,7 @@ def test_node_losses_and_class_losses_by_hand():
 
 def test_context_metrics_match_direct_computation():
     graph = exp.make_graph(seed=3)
-    walk = exp.context_walk(graph, 40, seed=3, index=0, bridge_penalty=0.3)
+    walk = graphs.context_walk(graph, 40, seed=3, index=0, bridge_penalty=0.3)
     reps = np.random.default_rng(0).normal(size=(40, 8))
     keep = np.ones(40, bool)
     keep[0] = False  # the sink word
@@ -39,9 +40,9 @@ def test_context_metrics_match_direct_computation():
 
 def test_walks_are_fixed_per_context_index():
     graph = exp.make_graph(seed=1)
-    a = exp.context_walk(graph, 30, 1, 5, 0.3)
-    assert np.array_equal(a, exp.context_walk(graph, 30, 1, 5, 0.3))
-    assert not np.array_equal(a, exp.context_walk(graph, 30, 1, 6, 0.3))
+    a = graphs.context_walk(graph, 30, 1, 5, bridge_penalty=0.3)
+    assert np.array_equal(a, graphs.context_walk(graph, 30, 1, 5, bridge_penalty=0.3))
+    assert not np.array_equal(a, graphs.context_walk(graph, 30, 1, 6, bridge_penalty=0.3))
     assert np.array_equal(graph.adjacency, exp.make_graph(seed=1).adjacency)
 
 
@@ -49,7 +50,7 @@ def test_css_tables_use_the_per_context_metric():
     graph = exp.make_graph(seed=0)
     k, n = 12, 10
     rng = np.random.default_rng(1)
-    walks = np.stack([exp.context_walk(graph, n, 0, i, 0.3) for i in range(k)])
+    walks = np.stack([graphs.context_walk(graph, n, 0, i, bridge_penalty=0.3) for i in range(k)])
     loss = rng.normal(size=(k, n))
     loss[:, 0] = np.nan
     metrics = {0: {name: rng.normal(size=k) for name in exp.PER_CONTEXT}}

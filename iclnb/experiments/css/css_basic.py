@@ -13,17 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from iclnb import graphs
-from iclnb.core.errors import IclnbError
-from iclnb.core.layers import layer_key
-from iclnb.core.progress import progress
+from iclnb.core.layers import layer_key, parse_layer_key
 from iclnb.core.seeding import stream
+from iclnb.experiments.kit import measure_contexts
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice,
                                       Float, Int, Layers, declare)
-from iclnb.metrics import (cluster_separation, coherence, css_summary, dirichlet_energy, node_means,
+from iclnb.metrics import (cluster_separation, coherence, css_summary, dirichlet_energy, node_losses, node_means,
                            separation_null)
-from iclnb.represent import represent_walks
+from iclnb.prompts import check_fits, tokenization_report
 from iclnb.results.io import nan_array
-from iclnb.stats import bootstrap_ci
+from iclnb.stats import mean_ci
 
 PARAMS = declare(
     MODEL,
@@ -58,22 +57,9 @@ def make_graph(seed: int, n_clusters: int = 3, cluster_size: int = 5, p_intra: f
     return graphs.sbm(n_clusters, cluster_size, p_intra, p_inter, rng=stream(seed, "graph"))
 
 
-def context_walk(graph, context_length: int, seed: int, index: int, bridge_penalty: float) -> np.ndarray:
-    """Walk of context ``index``: drawn from its own stream, so context k is the same in every run and on resume."""
-    return graphs.random_walk(graph, context_length, stream(seed, "walks", index), bridge_penalty=bridge_penalty)
-
-
 def check(p, model) -> None:
-    """Refuse, before any work, a context that cannot fit the model."""
-    from iclnb.prompts import tokenization_report
-
-    graph = make_graph(p.seed)
-    longest = max(tokenization_report(model.tokenizer, graph.words).values())
-    if p.context_length * longest + 1 > model.max_positions:
-        raise IclnbError(
-            f"context_length {p.context_length} may need {p.context_length * longest + 1} tokens, more than the "
-            f"{model.max_positions} {model.name} can read; use context_length at most "
-            f"{(model.max_positions - 1) // longest}")
+    """Refuse, before any work, a context that cannot fit the model and layers it does not have."""
+    check_fits(model, make_graph(p.seed).words, p.context_length, what="context_length")
     model.resolve_layers(p.layers)
 
 
@@ -108,24 +94,23 @@ def context_metrics(reps: np.ndarray, nodes: np.ndarray, graph, keep: np.ndarray
 
 
 def collect_contexts(run, model, graph, p) -> "Contexts":
-    """Run every context once (all layers and the loss from one pass) and measure it; checkpointed per batch, so an
-    interrupted run resumes where it stopped."""
+    """Run every context once (all layers and the loss from one pass) and measure it (:func:`context_metrics` per
+    layer); checkpointed per batch (``contexts``, one item per context), so an interrupted run resumes where it
+    stopped."""
     layers = model.resolve_layers(p.layers)
-    store = run.checkpoint("contexts", total=p.n_contexts)
-    todo = [k for k in range(p.n_contexts) if str(k) not in store]
-    batches = [todo[i : i + p.batch_size] for i in range(0, len(todo), p.batch_size)]
-    for batch in progress(batches, desc="contexts (batches)"):
-        walks = [context_walk(graph, p.context_length, p.seed, k, p.bridge_penalty) for k in batch]
-        states = represent_walks(model, [graphs.walk_words(graph, w) for w in walks], layers, loss=True,
-                                 batch_size=p.batch_size)
-        for k, walk, state in zip(batch, walks, states):
-            keep = ~state.sink
-            per_layer = {str(layer): context_metrics(state.reps[layer], walk, graph, keep, p.label,
-                                                     stream(p.seed, "phi_null", k, str(layer)))
-                         for layer in layers}
-            store[str(k)] = {"walk": walk, "word_loss": state.word_loss, "metrics": per_layer}
-        store.flush()
-    return Contexts.from_store(store, p.n_contexts, layers, graph)
+
+    def measure(k, walk, state):
+        keep = ~state.sink
+        return {"walk": walk, "word_loss": state.word_loss,
+                "metrics": {str(layer): context_metrics(state.reps[layer], walk, graph, keep, p.label,
+                                                        stream(p.seed, "phi_null", k, str(layer)))
+                            for layer in layers}}
+
+    items = measure_contexts(
+        run, model, list(range(p.n_contexts)),
+        lambda k: graphs.context_walk(graph, p.context_length, p.seed, k, bridge_penalty=p.bridge_penalty),
+        measure, layers=layers, batch_size=p.batch_size, words=lambda walk: graphs.walk_words(graph, walk), loss=True)
+    return Contexts.from_items(items, layers, graph)
 
 
 @dataclass
@@ -140,8 +125,8 @@ class Contexts:
     bridge: np.ndarray
 
     @classmethod
-    def from_store(cls, store, n_contexts: int, layers, graph) -> "Contexts":
-        items = [store[str(k)] for k in range(n_contexts)]
+    def from_items(cls, items: list, layers, graph) -> "Contexts":
+        """From the checkpointed items of :func:`collect_contexts`, in context order."""
         walks = np.array([item["walk"] for item in items], dtype=np.int64)
         loss = nan_array([item["word_loss"] for item in items])
         metrics = {layer: {name: nan_array([item["metrics"][str(layer)][name] for item in items])
@@ -149,19 +134,6 @@ class Contexts:
                    for layer in layers}
         bridge = np.array([graphs.is_bridge(graph, w) for w in walks])
         return cls(list(layers), walks, loss, metrics, bridge)
-
-
-def _node_losses(walks: np.ndarray, word_loss: np.ndarray, n_nodes: int) -> np.ndarray:
-    """(K, n_nodes) mean loss over each node's occurrences in each context (NaN where absent or undefined)."""
-    k = walks.shape[0]
-    valid = ~np.isnan(word_loss)
-    sums = np.zeros((k, n_nodes))
-    counts = np.zeros((k, n_nodes))
-    rows = np.repeat(np.arange(k), walks.shape[1])
-    np.add.at(sums, (rows, walks.ravel()), np.where(valid, word_loss, 0.0).ravel())
-    np.add.at(counts, (rows, walks.ravel()), valid.ravel())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / counts, np.nan)
 
 
 def _class_losses(word_loss: np.ndarray, bridge: np.ndarray) -> np.ndarray:
@@ -179,7 +151,7 @@ def _class_losses(word_loss: np.ndarray, bridge: np.ndarray) -> np.ndarray:
 def css_tables(contexts: Contexts, graph, p) -> dict:
     """Per layer (``layer_<k>``): every context's metrics with their mean and CI, and CSS by position, by node and
     by position class (bridge / anchor), with bootstrap CIs, permutation p-values and FDR q-values."""
-    node_loss = _node_losses(contexts.walks, contexts.word_loss, graph.n)
+    node_loss = node_losses(contexts.walks, contexts.word_loss, graph.n)
     class_loss = _class_losses(contexts.word_loss, contexts.bridge)
     results = {}
     for layer in contexts.layers:
@@ -187,9 +159,7 @@ def css_tables(contexts: Contexts, graph, p) -> dict:
         for name in PER_CONTEXT:
             values = contexts.metrics[layer][name]
             entry["per_context"][name] = values
-            mean, low, high = bootstrap_ci(values, n_resamples=p.n_boot,
-                                           rng=stream(p.seed, "bootstrap", "metric", str(layer), name))
-            entry["summary"][name] = {"mean": mean, "ci_low": low, "ci_high": high}
+            entry["summary"][name] = mean_ci(values, p.n_boot, stream(p.seed, "bootstrap", "metric", str(layer), name))
         for name in METRICS:
             phi = contexts.metrics[layer][name]
             rng = lambda what: stream(p.seed, "css", what, str(layer), name)  # noqa: E731
@@ -216,7 +186,7 @@ def summary_table(tables: dict):
             q = np.asarray(entry["css_by_position"][name]["q_value"], dtype=float)
             by_class = entry["css_by_class"][name]
             rows.append({
-                "layer": key.removeprefix("layer_"), "metric": name,
+                "layer": parse_layer_key(key), "metric": name,
                 "mean": entry["summary"][name]["mean"], "ci_low": entry["summary"][name]["ci_low"],
                 "ci_high": entry["summary"][name]["ci_high"],
                 "max_abs_css": np.nanmax(np.abs(by_pos)) if np.isfinite(by_pos).any() else np.nan,
@@ -228,8 +198,6 @@ def summary_table(tables: dict):
 
 def results_document(contexts: Contexts, tables: dict, graph, model) -> dict:
     """The ``results`` part of results.json: per-layer tables plus what is needed to recompute them."""
-    from iclnb.prompts import tokenization_report
-
     return {
         **tables,
         "layers": contexts.layers,

@@ -6,6 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from iclnb.core.layers import parse_layer_key
 from iclnb.plotting.style import PALETTE, band, layout
 
 #: Axis titles of the per-context metrics, with their units.
@@ -43,7 +44,7 @@ def metric_by_layer_figure(tables: dict, metrics, nulls: dict | None = None) -> 
     nulls = nulls or {}
     fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=[METRIC_TITLES.get(m, m) for m in metrics])
-    layers = [key.removeprefix("layer_") for key in tables]
+    layers = [str(parse_layer_key(key)) for key in tables]
     for row, name in enumerate(metrics, start=1):
         values = [np.asarray(tables[key]["per_context"][name], dtype=float) for key in tables]
         fig.add_trace(go.Scatter(x=np.repeat(layers, [len(v) for v in values]), y=np.concatenate(values),
