@@ -714,3 +714,38 @@ def collapse_stats(reps, window: int | None = 50) -> dict[str, float]:
     out["participation_ratio"] = participation_ratio(x)
     out["twonn_dimension"] = twonn_dimension(x)
     return out
+
+
+#: Label permutations per context and layer for the null of Φ in :func:`context_metrics` (their mean is the
+#: context's ``phi_null``).
+CONTEXT_NULL_PERMUTATIONS = 20
+
+
+def context_metrics(reps: np.ndarray, nodes: np.ndarray, graph, keep: np.ndarray, label: str = "own",
+                    null_rng=None, n_null: int = CONTEXT_NULL_PERMUTATIONS) -> dict:
+    """Φ (cluster separation) with its null, normalised and raw Dirichlet energy and coherence of one context's word
+    representations at one layer.
+
+    reps: (n_words, d); nodes: (n_words,) node of each word; keep: words that count (the sink word excluded).
+    label="own" labels each word by its own node's cluster; "next" by the next word's (the predecessor's alignment).
+    ``phi_null`` is the mean of Φ over ``n_null`` permutations of the cluster labels over nodes (the node that
+    labels a word: its own, or the next one), drawn from ``null_rng``; NaN without a generator.
+    """
+    clusters = graph.labelings["cluster"]
+    if label == "next":
+        label_nodes = np.append(nodes[1:], nodes[-1])
+        keep = keep & (np.arange(len(nodes)) < len(nodes) - 1)
+    else:
+        label_nodes = nodes
+    x, lab_nodes = reps[keep], label_nodes[keep]
+    lab = clusters[lab_nodes]
+    means, _ = node_means(x, nodes[keep], graph.n)
+    null = (np.nan if null_rng is None else
+            float(np.nanmean(separation_null(x, lab_nodes, clusters, n_perm=n_null, rng=null_rng))))
+    return {
+        "phi": cluster_separation(x, lab),
+        "phi_null": null,
+        "energy_norm": dirichlet_energy(means, graph.adjacency, normalized=True),
+        "energy_raw": dirichlet_energy(means, graph.adjacency, normalized=False),
+        "coherence": coherence(x, lab),
+    }

@@ -2,17 +2,9 @@
 hooks that capture residual streams (``Model.run``, ``layer_hooks``); ``MovingTail``: the last blocks moving over a
 trunk computed once."""
 
+from iclnb.models.embedded import EMBEDDED_MODELS, cache_dir
 from iclnb.models.hooks import Capture, layer_hooks
-from iclnb.models.loading import (
-    DEFAULT_MODEL,
-    EMBEDDED_MODELS,
-    Model,
-    adds_bos,
-    cache_dir,
-    default_dtype,
-    load_model,
-    random_init_model,
-)
+from iclnb.models.loading import DEFAULT_MODEL, Model, adds_bos, default_dtype, load_model, random_init_model
 from iclnb.models.spec import ModelSpec, locate_model, model_spec
 from iclnb.models.trunk import MovingTail
 

@@ -7,6 +7,11 @@ import plotly.graph_objects as go
 
 from iclnb.plotting.style import COLUMN_WIDTH, PALETTE, TEMPLATE
 
+#: The tallest a graph drawing gets (a tall graph is drawn narrower), and the narrowest (its title fits).
+GRAPH_MAX_HEIGHT = 620
+GRAPH_MIN_WIDTH = 640
+_MARGIN = dict(l=20, r=20, t=60, b=20)  # the axes are hidden: room for the title only
+
 
 def graph_layout(graph, seed: int = 0) -> np.ndarray:
     """2-D node positions: the graph's own coordinates when it has them, else a seeded spring layout."""
@@ -20,7 +25,8 @@ def graph_layout(graph, seed: int = 0) -> np.ndarray:
 
 
 def graph_figure(graph, labeling: str | None = "cluster", positions=None, title: str = "") -> go.Figure:
-    """The graph with its words, nodes coloured by a labeling; square, column-wide, labels beside the nodes."""
+    """The graph with its words, nodes coloured by a labeling; equal scales on both axes, as wide as the column
+    allows, labels beside the nodes."""
     xy = graph_layout(graph) if positions is None else np.asarray(positions, dtype=float)
     edges = graph.edges()
     ex = np.full(3 * len(edges), np.nan)
@@ -38,9 +44,16 @@ def graph_figure(graph, labeling: str | None = "cluster", positions=None, title:
                               for i, w in enumerate(graph.words)]),
     ])
     pad = 0.12 * max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1e-9)
+    x_range = [xy[:, 0].min() - pad, xy[:, 0].max() + 2.5 * pad]  # room on the right for the labels
+    y_range = [xy[:, 1].min() - pad, xy[:, 1].max() + pad]
+    # the figure is the size of the drawing (as large as the column and GRAPH_MAX_HEIGHT allow), so neither a
+    # blank band under it nor nodes packed close enough for a marker to cover a neighbour's label
+    side, top = _MARGIN["l"] + _MARGIN["r"], _MARGIN["t"] + _MARGIN["b"]
+    scale = min((COLUMN_WIDTH - side) / np.ptp(x_range), (GRAPH_MAX_HEIGHT - top) / np.ptp(y_range))
+    width = max(GRAPH_MIN_WIDTH, round(scale * np.ptp(x_range)) + side)
     fig.update_layout(title=title or f"{graph.name} graph: {graph.n} nodes, {len(edges)} edges"
                       + (f" (colour: {labeling})" if labels is not None else ""),
-                      xaxis=dict(visible=False, range=[xy[:, 0].min() - pad, xy[:, 0].max() + 2.5 * pad]),
-                      yaxis=dict(visible=False, scaleanchor="x", range=[xy[:, 1].min() - pad, xy[:, 1].max() + pad]),
-                      template=TEMPLATE, width=min(COLUMN_WIDTH, 640), height=560)
+                      xaxis=dict(visible=False, range=x_range),
+                      yaxis=dict(visible=False, scaleanchor="x", range=y_range),
+                      template=TEMPLATE, margin=_MARGIN, width=width, height=round(scale * np.ptp(y_range)) + top)
     return fig

@@ -6,6 +6,8 @@ their units) only, never an interpretation.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -28,10 +30,18 @@ def _finite_or_none(values) -> list:
 
 def ci_band(x, low, high, color: str, name: str, showlegend: bool = False, alpha: float = 0.2) -> go.Scatter:
     """The shaded interval between ``low`` and ``high`` as one trace (missing values leave gaps); lines only, so
-    plotly adds no markers of its own to short traces."""
+    plotly adds no markers of its own to short traces. Each run of points with both bounds is its own closed
+    outline: one outline through a gap would close each piece on itself and shade wedges across the gap."""
     x = list(np.asarray(x, dtype=float)) if not isinstance(x, list) else x
     low, high = _finite_or_none(low), _finite_or_none(high)
-    return go.Scatter(x=x + x[::-1], y=high + low[::-1], mode="lines", fill="toself", fillcolor=rgba(color, alpha),
+    xs, ys = [], []
+    for known, run in itertools.groupby(range(len(x)), key=lambda i: low[i] is not None and high[i] is not None):
+        if known:
+            run = list(run)
+            gap = [None] if xs else []
+            xs += gap + [x[i] for i in run + run[::-1]]
+            ys += gap + [high[i] for i in run] + [low[i] for i in run[::-1]]
+    return go.Scatter(x=xs, y=ys, mode="lines", fill="toself", fillcolor=rgba(color, alpha),
                       line=dict(width=0), hoverinfo="skip", name=f"{name} 95% CI", legendgroup=name,
                       showlegend=showlegend)
 

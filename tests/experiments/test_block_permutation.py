@@ -181,7 +181,7 @@ def test_measured_context_matches_a_direct_pass():
     """One real context: the natural contexts are prefixes of one pass, the permuted ones are their own passes, and
     the metrics equal css_basic's per-context metrics of a separate represent_walks call."""
     import iclnb
-    from iclnb.experiments.css.css_basic import context_metrics
+    from iclnb.metrics import context_metrics
     from iclnb.represent import represent_walks
 
     model = iclnb.load_model("gemma-3-270m")

@@ -5,6 +5,7 @@ import pytest
 
 from iclnb import graphs
 from iclnb.experiments.css import css_basic as exp
+from iclnb.metrics.structure import CONTEXT_NULL_PERMUTATIONS
 from iclnb.metrics import (cluster_separation, coherence, css, dirichlet_energy, node_losses, node_means,
                            separation_null)
 
@@ -30,7 +31,7 @@ def test_context_metrics_match_direct_computation():
     assert got["coherence"] == pytest.approx(coherence(reps[1:], labels[1:]))
     means, _ = node_means(reps[1:], walk[1:], graph.n)
     assert got["energy_norm"] == pytest.approx(dirichlet_energy(means, graph.adjacency))
-    null = separation_null(reps[1:], walk[1:], graph.labelings["cluster"], n_perm=exp.N_NULL,
+    null = separation_null(reps[1:], walk[1:], graph.labelings["cluster"], n_perm=CONTEXT_NULL_PERMUTATIONS,
                            rng=np.random.default_rng(5))
     assert got["phi_null"] == pytest.approx(np.nanmean(null))
     nxt = exp.context_metrics(reps, walk, graph, keep, label="next")

@@ -18,8 +18,7 @@ from iclnb.core.seeding import stream
 from iclnb.experiments.kit import measure_contexts
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice,
                                       Float, Int, Layers, declare)
-from iclnb.metrics import (cluster_separation, coherence, css_summary, dirichlet_energy, node_losses, node_means,
-                           separation_null)
+from iclnb.metrics import context_metrics, css_summary, node_losses
 from iclnb.prompts import check_fits, tokenization_report
 from iclnb.results.io import nan_array
 from iclnb.stats import mean_ci
@@ -48,8 +47,6 @@ CLASSES = ("bridge", "anchor")
 PER_CONTEXT = (*METRICS, "phi_null", "energy_raw")
 #: Each metric's null, reported beside it.
 NULLS = {"phi": "phi_null"}
-#: Label permutations per context and layer for Φ's null (their mean is the context's phi_null).
-N_NULL = 20
 
 
 def make_graph(seed: int, n_clusters: int = 3, cluster_size: int = 5, p_intra: float = 0.8, p_inter: float = 0.1):
@@ -61,36 +58,6 @@ def check(p, model) -> None:
     """Refuse, before any work, a context that cannot fit the model and layers it does not have."""
     check_fits(model, make_graph(p.seed).words, p.context_length, what="context_length")
     model.resolve_layers(p.layers)
-
-
-def context_metrics(reps: np.ndarray, nodes: np.ndarray, graph, keep: np.ndarray, label: str = "own",
-                    null_rng=None) -> dict:
-    """Φ (cluster separation) with its null, normalised and raw Dirichlet energy and coherence of one context's word
-    representations at one layer.
-
-    reps: (n_words, d); nodes: (n_words,) node of each word; keep: words that count (the sink word excluded).
-    label="own" labels each word by its own node's cluster; "next" by the next word's (the predecessor's alignment).
-    ``phi_null`` is the mean of Φ over :data:`N_NULL` permutations of the cluster labels over nodes (the node that
-    labels a word: its own, or the next one), drawn from ``null_rng``; NaN without a generator.
-    """
-    clusters = graph.labelings["cluster"]
-    if label == "next":
-        label_nodes = np.append(nodes[1:], nodes[-1])
-        keep = keep & (np.arange(len(nodes)) < len(nodes) - 1)
-    else:
-        label_nodes = nodes
-    x, lab_nodes = reps[keep], label_nodes[keep]
-    lab = clusters[lab_nodes]
-    means, _ = node_means(x, nodes[keep], graph.n)
-    null = (np.nan if null_rng is None else
-            float(np.nanmean(separation_null(x, lab_nodes, clusters, n_perm=N_NULL, rng=null_rng))))
-    return {
-        "phi": cluster_separation(x, lab),
-        "phi_null": null,
-        "energy_norm": dirichlet_energy(means, graph.adjacency, normalized=True),
-        "energy_raw": dirichlet_energy(means, graph.adjacency, normalized=False),
-        "coherence": coherence(x, lab),
-    }
 
 
 def collect_contexts(run, model, graph, p) -> "Contexts":
@@ -210,3 +177,7 @@ def results_document(contexts: Contexts, tables: dict, graph, model) -> dict:
         "tokens_per_word": tokenization_report(model.tokenizer, graph.words),
         "metrics": list(METRICS),
     }
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {"context_length": 20, "layers": "0,-1", "n_boot": 100, "n_contexts": 4, "n_perm": 100}

@@ -703,3 +703,17 @@ def sign_flip_summary(flips: dict):
 def _finite_mean(x):
     x = np.asarray(x, dtype=float)
     return float(np.nanmean(x)) if np.isfinite(x).any() else math.nan
+
+
+#: The small parameters the notebook tests run it with (`iclnb notebooks` writes them into the notebook).
+TEST_PARAMETERS = {
+    "bif_context_length": 5,
+    "context_lengths": "5,8",
+    "n_bif_contexts": 1,
+    "n_boot": 20,
+    "n_burnin": 0,
+    "n_chains": 2,
+    "n_contexts": 4,
+    "n_draws": 3,
+    "n_perm": 20,
+}

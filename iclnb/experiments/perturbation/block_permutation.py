@@ -24,12 +24,11 @@ import numpy as np
 from iclnb import graphs
 from iclnb.core.layers import layer_key, parse_layer_key
 from iclnb.core.seeding import stream
-from iclnb.experiments.css.css_basic import context_metrics
 from iclnb.experiments.kit import resume_units
 from iclnb.experiments.params import (DTYPE, LOG, MAX_CONTEXTS, MODEL, N_BOOT, OUTPUT_DIR, SEED, Float, Int, IntList,
                                       Layers, declare)
 from iclnb.experiments.perturbation.common import classical_mds, make_graph
-from iclnb.metrics import node_means
+from iclnb.metrics import context_metrics, node_means
 from iclnb.prompts import check_fits
 from iclnb.represent import represent_walks
 from iclnb.results.io import nan_array
@@ -54,7 +53,7 @@ PARAMS = declare(
 
 CONDITIONS = ("natural", "block", "shuffle")
 PERMUTED = ("block", "shuffle")
-#: Per-walk metrics at each layer (css_basic.context_metrics); Φ's null is phi_null.
+#: Per-walk metrics at each layer (metrics.context_metrics, as in css_basic); Φ's null is phi_null.
 METRICS = ("phi", "phi_null", "energy_norm", "energy_raw", "coherence")
 #: Metrics whose paired log-ratio natural / permuted is reported (both are positive by construction or nearly).
 RATIO_METRICS = ("phi", "energy_norm")
