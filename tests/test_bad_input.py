@@ -47,10 +47,10 @@ def test_bad_parameters_give_one_clear_line(tmp_path, args, rc_expected, message
 
 
 @pytest.mark.parametrize("experiment, args, message", [
-    ("deep_hierarchy", ["-p", "branching", "2,1"], "branching 2,1 has fewer than 2 leaves per finest cluster"),
+    ("deep_hierarchy", ["-p", "branching", "2,1"], "parameter branching must be at least 2, got 1"),
     ("deep_hierarchy", ["-p", "branching", "1000,1000"], "more than the 170 words of the vocabulary"),
     ("hierarchical", ["-p", "models", "gemma-3-270m,nosuchmodel"], "cannot load model 'nosuchmodel'"),
-    ("context_switch", ["-p", "n_clusters", "20", "-p", "n_words", "15"], "n_clusters (20) cannot exceed n_words (15)"),
+    ("context_switch", ["-p", "n_clusters", "20", "-p", "n_words", "15"], "parameter n_clusters must be at most n_words (15), got 20"),
     ("reproduce_lee", ["-p", "bif_context_length", "17"], "bif_context_length 17 must be one of context_lengths"),
     ("reproduce_lee", ["-p", "context_lengths", "40,5", "-p", "bif_context_length", "5", "-p", "n_bif_contexts",
                        "100"], "n_bif_contexts 100 exceeds n_contexts 40"),

@@ -173,7 +173,7 @@ def test_check_refuses_bad_input_with_one_line():
     model = _fake_model(_tokenizer(True), max_positions=4096)
     exp.check(_params(), model)
     for kw, message in [
-        ({"window": 30}, "window (30) must be smaller than n1 (30)"),
+        ({"window": 30}, "parameter window must be at most n1 - 1 (29), got 30"),
         ({"n2_values": "0,5,100000"}, "n1 + the largest n2 100030 may need"),
         ({"n2_values": "0,5,100000"}, "more than the 4096 fake can read; use at most"),
         ({"n_clusters": 15, "max_agreement": 1.0}, "H1 and H2 put the same words together"),
@@ -182,7 +182,7 @@ def test_check_refuses_bad_input_with_one_line():
         with pytest.raises(IclnbError, match=re.escape(message)) as info:
             exp.check(_params(**kw), model)
         assert "\n" not in str(info.value)
-    with pytest.raises(IclnbError, match="degenerate"):
+    with pytest.raises(IclnbError, match="parameter n_clusters must be at least 2, got 1"):
         exp.check(_params(n_clusters=1), model)
 
 
@@ -271,7 +271,7 @@ SMALL = ["-p", "n1", "40", "-p", "n2_values", "0,5,10,20", "-p", "n_contexts", "
 @pytest.mark.parametrize("args, message", [
     (["-p", "n2_values", "0,40000"], "more than the 32768 gemma-3-270m can read; use at most"),
     (["-p", "n_clusters", "15", "-p", "max_agreement", "1"], "H1 and H2 put the same words together"),
-    (["-p", "window", "40"], "window (40) must be smaller than n1 (40)"),
+    (["-p", "window", "40"], "parameter window must be at most n1 - 1 (39), got 40"),
 ])
 def test_bad_input_through_iclnb_run(tmp_path, args, message):
     out = tmp_path / "bad"

@@ -22,8 +22,8 @@ def _params(**kw):
 
 @pytest.mark.parametrize("branching, message", [
     ("4", "has no cluster level"),
-    ("2,1", "fewer than 2 leaves"),
-    ("1,4", "a level with a single cluster"),
+    ("2,1", "parameter branching must be at least 2, got 1"),  # the declaration: every number is at least 2
+    ("1,4", "parameter branching must be at least 2, got 1"),
     ("10,10,10", "more than the"),
 ])
 def test_branching_without_a_hierarchy_is_refused_in_one_line(branching, message):
@@ -128,7 +128,7 @@ def test_gif_is_skipped_with_one_line_without_a_browser(tmp_path, monkeypatch, c
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
-    (["-p", "branching", "2,1"], "fewer than 2 leaves"),
+    (["-p", "branching", "2,1"], "parameter branching must be at least 2, got 1"),
     (["-p", "context_lengths", "10,40000"], "more than the 32768 gemma-3-270m can read"),
     (["-p", "animation_layer", "40"], "layer 40 is out of range"),
 ])

@@ -34,7 +34,7 @@ __all__ = ["PARAMS", "check_branching", "make_graph", "make_walks", "levels_of",
 PARAMS = declare(
     MODEL,
     IntList("branching", "2,2,4", "clusters per level, coarsest first; the last number is the nodes of each finest "
-            "cluster (2,2,4: 16 nodes, levels of 2 and 4 clusters)", min=1, unique_sorted=False),
+            "cluster (2,2,4: 16 nodes, levels of 2 and 4 clusters)", min=2, unique_sorted=False),
     Float("p_same", 0.9, "edge probability inside a finest cluster", min=0.0, max=1.0),
     Float("decay", 0.3, "edge probability factor per level further apart (p_same * decay^(distance-1))", min=0.0,
           max=1.0),
@@ -65,17 +65,12 @@ def _layer_text(name, value):
 
 
 def check_branching(branching) -> None:
-    """One line for a branching that gives no hierarchy to measure."""
+    """One line for a branching that gives no hierarchy to measure (its declaration keeps every number at least
+    2: no level of a single cluster, no finest cluster of a single node)."""
     b = list(branching)
     if len(b) < 2:
         raise IclnbError(f"branching {','.join(map(str, b))} has no cluster level: give at least two numbers, "
                          f"clusters then nodes per cluster (e.g. 2,2,4)")
-    if b[-1] < 2:
-        raise IclnbError(f"branching {','.join(map(str, b))} has fewer than 2 leaves per finest cluster: the last "
-                         f"number (nodes per finest cluster) must be at least 2")
-    if any(x < 2 for x in b[:-1]):
-        raise IclnbError(f"branching {','.join(map(str, b))} has a level with a single cluster: every number before "
-                         f"the last must be at least 2")
     n = int(np.prod(b))
     if n > len(graphs.NOUNS):
         raise IclnbError(f"branching {','.join(map(str, b))} gives {n} nodes, more than the {len(graphs.NOUNS)} "

@@ -48,10 +48,10 @@ PARAMS = declare(
     Int("n_graph_pairs", 5, "graph pairs (G1, G2), each drawn from its own graph seed", min=1, max=10_000),
     Layers(),
     Int("window", 50, "node means over the last `window` words before each end point, the same for every n2",
-        min=1),
+        min=1, max="n1 - 1"),
     Int("n_words", 15, "words (nodes) of each graph pair", min=4, max=10_000),
     Int("n_clusters", 3, "clusters of each clustering (H1: contiguous blocks, H2: a random balanced relabelling)",
-        min=1),
+        min=2, max="n_words"),
     Float("p_intra", 0.8, "edge probability inside a cluster (G1 on H1, G2 on H2)", min=0.0, max=1.0),
     Float("p_inter", 0.15, "edge probability between clusters", min=0.0, max=1.0),
     Float("max_agreement", 0.8, "H2 is redrawn while its co-membership agreement with H1 exceeds this", min=0.0,
@@ -159,12 +159,9 @@ def null_permutations(n_nodes: int, seed: int, pair: int, context: int) -> np.nd
 
 
 def check(p, model) -> None:
-    """Refuse, before any work, a context that cannot fit the model, a window that does not fit in walk1, and a
-    graph pair whose clusterings agree."""
-    if p.window >= p.n1:
-        raise IclnbError(f"window ({p.window}) must be smaller than n1 ({p.n1}), so that every n2 gets the same "
-                         f"window and the first word (the attention sink) is never in it; use window at most "
-                         f"{p.n1 - 1}")
+    """Refuse, before any work, a context that cannot fit the model and a graph pair whose clusterings agree (the
+    declaration keeps the window inside walk1, so that every n2 gets the same window and the first word, the
+    attention sink, is never in it)."""
     words = []
     for g in range(p.n_graph_pairs):
         graph = make_graph_pair(p, g)
