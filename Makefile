@@ -38,13 +38,13 @@ $(STAMP):
 	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
 	    || command -v google-chrome >/dev/null || command -v google-chrome-stable >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing chromium (kaleido needs it for the PNG copies of figures)"; \
+	  echo "installing chromium (kaleido needs it for the PNG copies of figures, the browser tests to drive JupyterLab)"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y -q chromium >/dev/null 2>&1 \
 	    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
-	    || echo "chromium could not be installed: PNG export of figures will be skipped (HTML figures are still written)"; \
+	    || echo "chromium could not be installed: PNG export of figures and the browser tests will be skipped (HTML figures are still written)"; \
 	else \
-	  echo "no Chrome/Chromium found: PNG export of figures will be skipped (HTML figures are still written);" \
+	  echo "no Chrome/Chromium found: PNG export of figures and the browser tests will be skipped (HTML figures are still written);" \
 	       "install chromium (or run $(BIN)/plotly_get_chrome) to enable it"; \
 	fi
 	@rm -f $(VENV)/.iclnb-setup-*
