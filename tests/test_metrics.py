@@ -649,3 +649,14 @@ def test_collapse_stats_identical_vectors_and_window_edges():
         collapse_stats(x, window=0)
     # centred cosine of two rows is -1 (they sit on opposite sides of their mean)
     assert collapse_stats(x[:2], window=None)["mean_cosine_centered"] == pytest.approx(-1.0)
+
+
+def test_normalized_dirichlet_energy_never_steps_past_its_bound_of_one():
+    """On the complete graph every pair is an edge, so E_norm is 1 by definition; summed in floating point the ratio
+    comes out a few ulps above 1 for some vectors (seed 3 here: 1.0000000000000002 before the clip). A weighted graph
+    whose edges exceed 1 has no such bound and is left alone."""
+    complete = np.ones((7, 7)) - np.eye(7)
+    values = [dirichlet_energy(np.random.default_rng(seed).normal(size=(7, 5)), complete) for seed in range(50)]
+    assert max(values) == 1.0 and min(values) == pytest.approx(1.0)
+    assert dirichlet_energy(np.random.default_rng(3).normal(size=(7, 5)), complete) == 1.0
+    assert dirichlet_energy(np.random.default_rng(3).normal(size=(7, 5)), 2 * complete) == pytest.approx(2.0)

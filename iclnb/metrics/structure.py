@@ -227,7 +227,13 @@ def dirichlet_energy(x, adjacency=None, *, normalized: bool = True, variant: str
     if not normalized:
         return energy
     total = _sum_sq_all_pairs(arr)
-    return energy / total if total > 0 else float("nan")
+    if total <= 0:
+        return float("nan")
+    ratio = energy / total
+    # Edges of weight at most 1 are a subset of all pairs (consecutive pairs too), so E_norm lies in [0, 1]; the
+    # sums' rounding can step past 1 by a few ulps (1.0000000000000058), which the definition rules out.
+    bounded = variant == "consecutive" or float(np.max(adj, initial=0.0)) <= 1.0
+    return min(max(ratio, 0.0), 1.0) if bounded else ratio
 
 
 # ----------------------------------------------------------------------------------------------------------------
