@@ -226,10 +226,11 @@ def test_bad_values_are_refused_with_one_line(args, message, tmp_path, capsys):
 def test_a_context_too_long_for_the_model_is_refused_with_one_line(tmp_path):
     done = _cli("run", "block_permutation", "-p", "context_lengths", "10,40000", "-p", "n_contexts", "2", "-o",
                 str(tmp_path / "bad"))
-    assert done.returncode == 1
+    assert done.returncode == 2  # refused on the model's config, before anything is written or loaded
     lines = [line for line in done.stderr.splitlines() if line.startswith("iclnb: error:")]
     assert lines and "more than the 32768 gemma-3-270m can read" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow

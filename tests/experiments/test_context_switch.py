@@ -277,10 +277,10 @@ def test_bad_input_through_iclnb_run(tmp_path, args, message):
     out = tmp_path / "bad"
     proc = subprocess.run([sys.executable, "-m", "iclnb", "run", "context_switch", *SMALL, *args, "-o", str(out)],
                           capture_output=True, text=True)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("iclnb: error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
-    assert not (out / "results.json").exists()
+    assert not out.exists()  # refused before anything is written or loaded
 
 
 @pytest.mark.slow

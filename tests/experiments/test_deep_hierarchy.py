@@ -139,7 +139,8 @@ def test_bad_input_gives_one_line(tmp_path, args, message):
                            "-o", str(tmp_path / "bad")], capture_output=True, text=True,
                           env={**os.environ, "ICLNB_PROGRESS": "text"})
     lines = [line for line in proc.stderr.splitlines() if line.startswith("iclnb: error:")]
-    assert proc.returncode == 1 and lines and message in lines[0], proc.stderr[-2000:]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+    assert not (tmp_path / "bad").exists()  # refused before anything is written or loaded
     assert "Traceback" not in proc.stderr
 
 

@@ -226,10 +226,11 @@ def _cli(*args):
 ])
 def test_bad_input_through_iclnb_run_gives_one_line(args, message, tmp_path):
     done = _cli("run", "incongruous_injection", "-p", "n_contexts", "2", *args, "-o", str(tmp_path / "bad"))
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr  # refused before anything is written or loaded
     lines = [line for line in done.stderr.splitlines() if line.startswith("iclnb: error:")]
-    assert lines and message in lines[0], done.stderr
+    assert len(lines) == 1 and message in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow

@@ -196,7 +196,8 @@ def test_bad_input_gives_one_line(args, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "iclnb", "run", "reproduce_lee", "-p", "n_contexts", "4", *args, "-o",
                            str(tmp_path / "out")], capture_output=True, text=True)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("iclnb: error:")]
-    assert proc.returncode != 0 and len(lines) == 1 and message in lines[0], proc.stderr[-1500:]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr[-1500:]
+    assert not (tmp_path / "out").exists()  # refused before anything is written or loaded
 
 
 @pytest.mark.slow
