@@ -142,15 +142,9 @@ def test_bif_column_without_values_is_nan_and_leaves_the_others():
 
 
 def _tiny_lm():
-    from tests.test_prompts import _tokenizer
-    from tests.tiny_models import tiny_model
+    from tests.tiny_models import tiny_word_model
 
-    tok = _tokenizer(False)
-    model, _ = tiny_model("gpt2", tokenizer=tok)
-    with torch.no_grad():
-        model.hf.resize_token_embeddings(len(tok))
-        model.hf.get_input_embeddings().weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
-    return model
+    return tiny_word_model()
 
 
 PROMPTS = [["apple", "bird", "car", "zyxwv", "egg"], ["house", "apple", "bird"]]

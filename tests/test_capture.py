@@ -137,14 +137,10 @@ def test_too_long_input_is_refused():
 
 
 def test_word_states_do_not_depend_on_batch_size():
-    from tests.test_prompts import _tokenizer
     from iclnb.represent import represent_walks
+    from tests.tiny_models import tiny_word_model
 
-    tok = _tokenizer(False)
-    model, _ = tiny_model("gpt2", tokenizer=tok)
-    with torch.no_grad():
-        model.hf.resize_token_embeddings(len(tok))
-        model.hf.get_input_embeddings().weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
+    model = tiny_word_model()
     rng = np.random.default_rng(0)
     vocab = ["apple", "bird", "car", "zyxwv", "egg", "house"]
     walks = [[vocab[i] for i in rng.integers(0, 6, n)] for n in (5, 12, 9, 3, 7)]

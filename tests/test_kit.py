@@ -10,20 +10,13 @@ from iclnb.core.errors import IclnbError
 from iclnb.experiments.kit import LazyModel, checkpoint_key, each_model, measure_contexts, resume_units
 from iclnb.results.io import nan_array
 from iclnb.results.run import Run
-from tests.tiny_models import tiny_model
+from tests.tiny_models import tiny_word_model
 
 VOCAB = ["apple", "bird", "car", "zyxwv", "egg", "house"]
 
 
 def _model():
-    from tests.test_prompts import _tokenizer
-
-    tok = _tokenizer(False)
-    model, _ = tiny_model("gpt2", tokenizer=tok)
-    with torch.no_grad():
-        model.hf.resize_token_embeddings(len(tok))
-        model.hf.get_input_embeddings().weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
-    return model
+    return tiny_word_model()
 
 
 def _walk(unit):

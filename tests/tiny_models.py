@@ -45,3 +45,16 @@ def tiny_model(family: str, seed: int = 0, tokenizer=None) -> tuple[Model, calla
             if p.dim() > 1:
                 p.mul_(3.0)
     return Model(hf, tokenizer, name=f"tiny-{family}"), final_norm(hf)
+
+
+def tiny_word_model(seed: int = 1) -> Model:
+    """A tiny GPT-2 that reads words: the test word tokenizer (tests/test_prompts.py) with its embeddings resized
+    to the tokenizer and drawn afresh (seeded), so that different words get visibly different vectors."""
+    from tests.test_prompts import _tokenizer
+
+    tok = _tokenizer(False)
+    model, _ = tiny_model("gpt2", tokenizer=tok)
+    with torch.no_grad():
+        model.hf.resize_token_embeddings(len(tok))
+        model.hf.get_input_embeddings().weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(seed))
+    return model

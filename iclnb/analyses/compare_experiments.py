@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from iclnb.core.errors import IclnbError
+from iclnb.experiments.loo import loo as loo_experiment
 from iclnb.experiments.params import LOG, N_BOOT, OUTPUT_DIR, SEED, Choice, Str, declare
 from iclnb.ops.tidy import supported, tidy
 from iclnb.results.reader import setting
@@ -279,17 +280,7 @@ def use_depth(runs, layer_axis: str) -> bool:
 #: The small parameters the notebook tests run it with, after the runs it reads (TEST_SETUP; `iclnb notebooks` writes them into the notebook).
 TEST_PARAMETERS = {"n_boot": 100, "runs": "{runs}/loo,{runs}/css_basic-*,{runs}/reproduce_park-*"}
 TEST_SETUP = [
-    {
-        "experiment": "loo",
-        "parameters": {
-            "context_lengths": "6,10",
-            "layers": "0,2,-1",
-            "n_boot": 100,
-            "n_contexts": 2,
-            "output_dir": "{runs}/loo",
-            "positions": "2",
-        },
-    },
+    {"experiment": "loo", "parameters": loo_experiment.TEST_PARAMETERS},  # loo's own test run
     {
         "experiment": "css_basic",
         "parameters": {"context_length": 20, "layers": "0,-1", "n_boot": 100, "n_contexts": 4, "n_perm": 100},

@@ -11,6 +11,7 @@ import numpy as np
 
 from iclnb.analyses.loo_source import describe, load_source
 from iclnb.core.seeding import stream
+from iclnb.experiments.loo import loo as loo_experiment
 from iclnb.experiments.loo.loo import METRICS
 from iclnb.experiments.params import LOG, N_BOOT, N_PERM, OUTPUT_DIR, SEED, Choice, Str, declare
 from iclnb.results.io import nan_array
@@ -110,15 +111,5 @@ def css_across_contexts(source, layer, metric: str, seed: int, n_boot: int, n_pe
 #: The small parameters the notebook tests run it with, after the runs it reads (TEST_SETUP; `iclnb notebooks` writes them into the notebook).
 TEST_PARAMETERS = {"layer": "-1", "n_boot": 100, "n_perm": 100, "results_dir": "{runs}/loo"}
 TEST_SETUP = [
-    {
-        "experiment": "loo",
-        "parameters": {
-            "context_lengths": "6,10",
-            "layers": "0,2,-1",
-            "n_boot": 100,
-            "n_contexts": 2,
-            "output_dir": "{runs}/loo",
-            "positions": "2",
-        },
-    },
+    {"experiment": "loo", "parameters": loo_experiment.TEST_PARAMETERS},  # loo's own test run
 ]

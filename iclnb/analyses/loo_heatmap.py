@@ -4,6 +4,7 @@ run: per metric, bridge and anchor positions, the mean and the standard deviatio
 from __future__ import annotations
 
 from iclnb.analyses.loo_source import describe, load_source
+from iclnb.experiments.loo import loo as loo_experiment
 from iclnb.experiments.loo.loo import METRICS
 from iclnb.experiments.params import LOG, OUTPUT_DIR, Str, StrList, declare
 
@@ -21,15 +22,5 @@ PARAMS = declare(
 #: The small parameters the notebook tests run it with, after the runs it reads (TEST_SETUP; `iclnb notebooks` writes them into the notebook).
 TEST_PARAMETERS = {"metrics": "ratio,within", "results_dir": "{runs}/loo"}
 TEST_SETUP = [
-    {
-        "experiment": "loo",
-        "parameters": {
-            "context_lengths": "6,10",
-            "layers": "0,2,-1",
-            "n_boot": 100,
-            "n_contexts": 2,
-            "output_dir": "{runs}/loo",
-            "positions": "2",
-        },
-    },
+    {"experiment": "loo", "parameters": loo_experiment.TEST_PARAMETERS},  # loo's own test run
 ]
