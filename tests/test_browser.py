@@ -379,7 +379,8 @@ def _problems(saved, cells: list[dict], out_dir: Path) -> list[str]:
     if sum(len(c["plots"]) for c in cells) < len(saved_figures):
         hiding = [i for i, c in enumerate(saved.cells) if c.source.count("save_figure(") > len(cells[i]["plots"])]
         problems.append(f"the run saved {len(saved_figures)} figures ({', '.join(saved_figures)}) and the notebook "
-                        f"shows {sum(len(c['plots']) for c in cells)}: cells {hiding} save more figures than they show")
+                        f"shows {sum(len(c['plots']) for c in cells)}"
+                        + (f": cells {hiding} save more figures than they show" if hiding else ""))
     return problems
 
 

@@ -37,7 +37,7 @@ def graph_figure(graph, labeling: str | None = "cluster", positions=None, title:
     colors = [PALETTE[int(c) % len(PALETTE)] for c in labels] if labels is not None else PALETTE[0]
     fig = go.Figure([
         go.Scatter(x=ex, y=ey, mode="lines", line=dict(color="#bbbbbb", width=1), hoverinfo="skip", showlegend=False),
-        go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers+text", text=list(graph.words), textposition="middle right",
+        go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers+text", text=list(graph.words), textposition="top right",
                    textfont=dict(size=12), marker=dict(size=14, color=colors, line=dict(width=1, color="#333")),
                    showlegend=False, hoverinfo="text",
                    hovertext=[f"{w} ({labeling} {int(labels[i])})" if labels is not None else w
