@@ -384,7 +384,23 @@ def _problems(saved, cells: list[dict], out_dir: Path) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("notebook", ALL)
+#: What this test found on its first full run and is not fixed yet: each is a strict expected failure, so the test
+#: reports a fix (an unexpected pass) until its line is removed here.
+KNOWN_PROBLEMS = {
+    "reproduce_lee": "the joint MDS of cluster means is all NaN (unvisited clusters' NaN means times zero weight); "
+                     "5 of its 10 saved figures are not shown",
+    "collapse": "the probing figure is saved but not shown",
+    "context_switch": "graph_pair_0_G1 is saved but not shown",
+    "deep_hierarchy": "onset_by_layer is saved but not shown",
+    "graph_adherence": "graph_h1 and adherence_by_window are saved but not shown",
+    "superposition_collapse": "graph_h1 is saved but not shown",
+    "loo_heatmap": "only the first heatmap is shown (heatmap_within is hidden)",
+}
+
+
+@pytest.mark.parametrize("notebook", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_PROBLEMS[name]))
+    if name in KNOWN_PROBLEMS else name for name in ALL])
 def test_notebook_in_jupyterlab(notebook, lab, browser, tmp_path):
     meta = _metadata(notebook)
     assert "test_parameters" in meta, f"{notebook}.ipynb has no iclnb.test_parameters metadata"

@@ -123,3 +123,21 @@ def test_results_reader_resolves_layers_and_reads_tables(tmp_path):
         load(tmp_path / "r", experiment="loo")
     with pytest.raises(IclnbError, match="is not a results directory"):
         load(tmp_path / "nothing", default="loo")
+
+
+def test_one_rule_for_lists_empty_items_refused_repeats_and_order_noted():
+    from iclnb.experiments import find
+
+    declaration = find("block_permutation").params
+    for bad in ("8,,16", "8,16,", ",8"):
+        with pytest.raises(IclnbError, match=r"parameter context_lengths has an empty item in '.*'; separate"):
+            declaration.validate({"context_lengths": bad})
+    assert declaration.validate({"context_lengths": "16,8,8"}).context_lengths == [8, 16]
+    (note,) = declaration.notes({"context_lengths": "16,8,8"})
+    assert note.startswith("note: parameter context_lengths '16,8,8' is read as 8,16 (")
+    assert declaration.notes({"context_lengths": "8,16"}) == [] and declaration.notes({"context_lengths": "8 16"}) == []
+    names = find("hierarchical").params
+    assert names.notes({"models": "gemma-3-270m,gemma-3-270m"})[0].startswith(
+        "note: parameter models 'gemma-3-270m,gemma-3-270m' is read as gemma-3-270m (")
+    with pytest.raises(IclnbError, match="parameter positions has an empty item in '1,,2'"):
+        find("incongruous_injection").params.validate({"positions": "1,,2"})

@@ -153,7 +153,10 @@ def start(module: ModuleType, namespace: dict, device: str | None = None):
 
     name = module.__name__.rsplit(".", 1)[-1]
     declaration = module.PARAMS
-    p = declaration.validate(declaration.raw(namespace))
+    raw = declaration.raw(namespace)
+    p = declaration.validate(raw)
+    for note in declaration.notes(raw):  # repeats merged or values sorted: said once, in the notebook's output
+        print(note, flush=True)
     check_before_loading(module, p)
     output_dir = p.output_dir if "output_dir" in p and p.output_dir else default_output_dir(name)
     run = Run.open(output_dir, name, {**dict(p), "output_dir": str(output_dir)})

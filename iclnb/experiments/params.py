@@ -183,8 +183,33 @@ def Choice(name, default, help, options) -> Param:
     return Param(name, default, help, str, check, "one of " + ", ".join(map(str, options)))
 
 
-def _split(value) -> list[str]:
-    return [p.strip() for p in str(value).replace(" ", ",").split(",") if p.strip()]
+def split_items(name: str, value) -> list[str]:
+    """The items of a comma-separated list parameter (spaces separate too: "10 20"); an empty item ("1,,2", "1,2,")
+    is refused with one line, so a typo is never silently dropped."""
+    text = str(value).strip()
+    if not text:
+        return []
+    items = [part.strip() for part in text.split(",")]
+    if any(not item for item in items):
+        raise IclnbError(f"parameter {name} has an empty item in {str(value)!r}; separate the values by single "
+                         f"commas (e.g. 10,20,50)")
+    return [word for item in items for word in item.split()]
+
+
+def list_note(name: str, value, normalised) -> str | None:
+    """The one-line note for a list parameter that is read otherwise than it was written (repeats merged, numbers
+    sorted: the same rule in every notebook); None when it is read as written."""
+    if not isinstance(normalised, list) or isinstance(value, (list, tuple)):
+        return None
+    try:
+        items = split_items(name, value)
+    except IclnbError:
+        return None
+    read = [str(v) for v in normalised]
+    if items == read:
+        return None
+    return (f"note: parameter {name} {str(value)!r} is read as {','.join(read)} (a list of values is a set: repeats "
+            f"are merged and numbers sorted, in every notebook)")
 
 
 def distinct(values, key=None) -> list:
@@ -207,7 +232,7 @@ def IntList(name, default, help, min=1, max=None, unique_sorted=True) -> Param: 
     bound = _range_check(int, low, high)
 
     def check(n, value):
-        parts = _split(value)
+        parts = split_items(n, value)
         if not parts:
             raise IclnbError(f"parameter {n} is empty; give comma-separated integers such as 10,20,50")
         out = []
@@ -224,7 +249,7 @@ def IntList(name, default, help, min=1, max=None, unique_sorted=True) -> Param: 
 def StrList(name, default, help, options=None, allow_empty=False) -> Param:
     """A comma-separated list of names; with ``options``, a subset of them (order kept, repeats dropped)."""
     def check(n, value):
-        parts = distinct(_split(value))
+        parts = distinct(split_items(n, value))
         if not parts and allow_empty and str(value).strip():
             raise IclnbError(f"parameter {n} holds no names (got {value!r}); leave it empty for the default or give "
                              f"comma-separated names")
@@ -345,6 +370,19 @@ class Declaration:
     def raw(self, namespace: dict) -> dict:
         """The declared parameters' values as the notebook holds them (``globals()``), defaults where absent."""
         return {p.name: namespace.get(p.name, p.default) for p in self.params}
+
+    def notes(self, values: dict) -> list[str]:
+        """One line for each list value in ``values`` that is read otherwise than written (:func:`list_note`)."""
+        notes = []
+        for p in self.params:
+            if p.name in values:
+                try:
+                    note = list_note(p.name, values[p.name], p.normalise(values[p.name]))
+                except IclnbError:
+                    continue
+                if note:
+                    notes.append(note)
+        return notes
 
     def validate(self, values: dict) -> Values:
         """Check every value (unknown names are refused), then the bounds that parameters set for each other, and
