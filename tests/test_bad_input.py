@@ -111,7 +111,7 @@ def test_a_finished_run_is_not_damaged_by_different_parameters(finished):
     ("compare_loo_metrics", ["-p", "x_metric", "foo"], "parameter x_metric must be one of"),
     ("compare_loo_metrics", ["-p", "n_boot", "0"], "parameter n_boot must be at least 10"),
     ("reproduce_park", ["-p", "n_shuffles", "0"], "parameter n_shuffles must be at least 1"),
-    ("reproduce_park", ["-p", "words", ","], "parameter words holds no names"),
+    ("reproduce_park", ["-p", "words", ","], "parameter words has an empty item in ','"),
     ("context_switch", ["-p", "n2_values", "-5,10"], "parameter n2_values must be at least 0, got -5"),
     ("context_switch", ["-p", "n2_values=-5,10"], "parameter n2_values must be at least 0, got -5"),
 ])

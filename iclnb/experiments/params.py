@@ -192,7 +192,7 @@ def split_items(name: str, value) -> list[str]:
     items = [part.strip() for part in text.split(",")]
     if any(not item for item in items):
         raise IclnbError(f"parameter {name} has an empty item in {str(value)!r}; separate the values by single "
-                         f"commas (e.g. 10,20,50)")
+                         f"commas, with no comma at either end")
     return [word for item in items for word in item.split()]
 
 
