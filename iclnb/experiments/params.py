@@ -201,10 +201,7 @@ def list_note(name: str, value, normalised) -> str | None:
     sorted: the same rule in every notebook); None when it is read as written."""
     if not isinstance(normalised, list) or isinstance(value, (list, tuple)):
         return None
-    try:
-        items = split_items(name, value)
-    except IclnbError:
-        return None
+    items = split_items(name, value)  # it parsed: the value was normalised from these items
     read = [str(v) for v in normalised]
     if items == read:
         return None
